@@ -98,6 +98,7 @@ def torchrun_args(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
+        print("usage: latentforge-launch [torchrun options] (SCRIPT | -m MODULE) [args ...]")
         print(__doc__)
         print(f"default --nproc-per-node on this machine: {default_nproc()}")
         return
