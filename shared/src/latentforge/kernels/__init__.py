@@ -4,3 +4,17 @@ Holds the masked bottleneck attention used by livr and the fused point-cloud
 projection used by spatia (see the kernels issue); each kernel ships a plain-torch
 ``reference`` backend that is the ground truth its tests compare against.
 """
+
+from latentforge.kernels.bottleneck_attention import bottleneck_attention
+from latentforge.kernels.bottleneck_mask import bottleneck_block_mask, bottleneck_mask, bottleneck_mask_mod
+from latentforge.kernels.projection import project_points
+from latentforge.kernels.roles import Role
+
+__all__ = [
+    "Role",
+    "bottleneck_attention",
+    "bottleneck_block_mask",
+    "bottleneck_mask",
+    "bottleneck_mask_mod",
+    "project_points",
+]

@@ -1,0 +1,263 @@
+"""Bottleneck mask semantics and the attention backends against the dense reference."""
+
+import math
+
+import pytest
+import torch
+
+from latentforge.kernels import (
+    Role,
+    bottleneck_attention,
+    bottleneck_block_mask,
+    bottleneck_mask,
+    bottleneck_mask_mod,
+)
+
+P, I, L, A, X = (int(r) for r in (Role.PROMPT, Role.IMAGE, Role.LATENT, Role.ANSWER, Role.PAD))  # noqa: E741 (I = image role, as in the paper's figures)
+
+
+def livr_roles(lengths, n_images=1, n_latents=4, left_pad=0, right_pad=0, n_answer=3, seed=0):
+    """One LIVR-like layout: [pad] (prompt image)*n prompt latents answer [pad]."""
+    g = torch.Generator().manual_seed(seed)
+    out = [X] * left_pad
+    for _ in range(n_images):
+        out += [P] * int(torch.randint(1, 4, (), generator=g)) + [I] * lengths
+    out += [P] * 3 + [L] * n_latents + [A] * n_answer + [X] * right_pad
+    return out
+
+
+def batch_roles():
+    a = livr_roles(5, n_images=2, right_pad=2)
+    b = livr_roles(7, n_images=1, left_pad=3, seed=1)
+    s = max(len(a), len(b))
+    a, b = a + [X] * (s - len(a)), b + [X] * (s - len(b))
+    return torch.tensor([a, b])
+
+
+def brute_force_mask(roles, stage):
+    b, s = roles.shape
+    out = torch.zeros(b, 1, s, s, dtype=torch.bool)
+    for bi in range(b):
+        for q in range(s):
+            for k in range(s):
+                rq, rk = int(roles[bi, q]), int(roles[bi, k])
+                if rq == X:
+                    ok = k == q
+                else:
+                    ok = k <= q and rk != X
+                    if stage == 1 and rk == I and rq not in (I, L):
+                        ok = False
+                out[bi, 0, q, k] = ok
+    return out
+
+
+def eager_attention(q, k, v, mask):
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+
+
+@pytest.mark.parametrize("stage", [1, 2, "bottleneck", "causal"])
+def test_mask_matches_rule_written_out(stage):
+    roles = batch_roles()
+    st = {1: 1, 2: 2, "bottleneck": 1, "causal": 2}[stage]
+    mask = bottleneck_mask(roles, stage)
+    assert mask.shape == (2, 1, roles.shape[1], roles.shape[1]) and mask.dtype == torch.bool
+    assert torch.equal(mask, brute_force_mask(roles, st))
+    assert mask.any(-1).all(), "no row may be fully masked"
+
+
+def test_mask_mod_and_block_mask_match_dense():
+    from torch.nn.attention.flex_attention import create_mask
+
+    roles = batch_roles()
+    s = roles.shape[1]
+    for stage in (1, 2):
+        dense = bottleneck_mask(roles, stage)
+        assert torch.equal(create_mask(bottleneck_mask_mod(roles, stage), 2, 1, s, s, device="cpu"), dense)
+        block = bottleneck_block_mask(roles, stage, block_size=8)
+        assert torch.equal(create_mask(block.mask_mod, 2, 1, s, s, device="cpu"), dense)
+
+
+def test_block_mask_skips_blocks_the_answer_cannot_see():
+    # 64 prompt, 128 image, 64 prompt, 16 latents, 112 answer: answer rows never touch the image blocks.
+    roles = torch.tensor([[P] * 64 + [I] * 128 + [P] * 64 + [L] * 16 + [A] * 112])
+    b1 = bottleneck_block_mask(roles, 1, block_size=64)
+    b2 = bottleneck_block_mask(roles, 2, block_size=64)
+    dense1, dense2 = b1.to_dense()[0, 0], b2.to_dense()[0, 0]
+    assert dense1.sum() < dense2.sum()
+    assert not dense1[5, 1:3].any() and dense2[5, 1:3].all()
+
+
+def test_query_length_uses_last_positions():
+    roles = batch_roles()
+    full = bottleneck_mask(roles, 1)
+    assert torch.equal(bottleneck_mask(roles, 1, query_length=3), full[:, :, -3:])
+
+
+def test_several_images_need_latents_only_after_the_last():
+    roles = torch.tensor([livr_roles(4, n_images=3)])
+    mask = bottleneck_mask(roles, 1)[0, 0]
+    ans = (roles[0] == A).nonzero().flatten()
+    lat = (roles[0] == L).nonzero().flatten()
+    img = (roles[0] == I).nonzero().flatten()
+    assert not mask[ans][:, img].any()
+    assert mask[lat][:, img].all()
+
+
+def qkv(roles, hq=4, hkv=2, d=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    b, s = roles.shape
+    return (
+        torch.randn(b, hq, s, d, generator=g).to(dtype),
+        torch.randn(b, hkv, s, d, generator=g).to(dtype),
+        torch.randn(b, hkv, s, d, generator=g).to(dtype),
+    )
+
+
+@pytest.mark.parametrize("hq,hkv", [(4, 4), (4, 2), (6, 1)])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_reference_matches_eager_forward_and_backward(hq, hkv, stage):
+    roles = batch_roles()
+    q, k, v = (t.requires_grad_() for t in qkv(roles, hq, hkv))
+    out = bottleneck_attention(q, k, v, roles, stage, backend="reference")
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    expect = eager_attention(q2, k2, v2, brute_force_mask(roles, stage))
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (expect * w).sum().backward()
+    for a, b in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("hq,hkv,d", [(4, 2, 16), (2, 2, 32)])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_flex_matches_reference_forward_on_cpu(hq, hkv, d, stage):
+    roles = batch_roles()
+    q, k, v = qkv(roles, hq, hkv, d)
+    ref = bottleneck_attention(q, k, v, roles, stage, backend="reference")
+    out = bottleneck_attention(q, k, v, roles, stage, backend="flex")
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_flex_longer_sequence_multiple_blocks():
+    roles = torch.tensor([[P] * 20 + [I] * 150 + [P] * 10 + [L] * 16 + [A] * 60])
+    q, k, v = qkv(roles, 2, 1, 16)
+    for stage in (1, 2):
+        ref = bottleneck_attention(q, k, v, roles, stage, backend="reference")
+        torch.testing.assert_close(
+            bottleneck_attention(q, k, v, roles, stage, backend="flex"), ref, atol=1e-5, rtol=1e-5
+        )
+
+
+def test_reference_bf16_close_to_fp32():
+    roles = batch_roles()
+    q, k, v = qkv(roles)
+    ref = bottleneck_attention(q, k, v, roles, 1, backend="reference")
+    low = bottleneck_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), roles, 1, backend="reference")
+    torch.testing.assert_close(low.float(), ref, atol=3e-2, rtol=3e-2)
+
+
+def test_decoding_queries_match_full_rows():
+    roles = batch_roles()
+    q, k, v = qkv(roles)
+    full = bottleneck_attention(q, k, v, roles, 1, backend="reference")
+    last = bottleneck_attention(q[:, :, -2:], k, v, roles, 1, backend="reference")
+    torch.testing.assert_close(last, full[:, :, -2:])
+    flex_last = bottleneck_attention(q[:, :, -2:], k, v, roles, 1, backend="flex")
+    torch.testing.assert_close(flex_last, full[:, :, -2:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "flex"])
+def test_stage1_answer_sees_image_only_through_latents(backend):
+    roles = torch.tensor([livr_roles(6, n_images=2)])
+    q, k, v = qkv(roles)
+    img = roles[0] == I
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, img] += torch.randn_like(k2[:, :, img])
+    v2[:, :, img] += torch.randn_like(v2[:, :, img])
+    last_img = int(img.nonzero().max())
+    pos = torch.arange(roles.shape[1])
+    blind = ((roles[0] == A) | (roles[0] == P)) & (pos > int(img.nonzero().min()))
+    seeing = roles[0] == L
+    for stage, expect_blind_equal in ((1, True), (2, False)):
+        a = bottleneck_attention(q, k, v, roles, stage, backend=backend)
+        b = bottleneck_attention(q, k2, v2, roles, stage, backend=backend)
+        same = torch.isclose(a, b, atol=1e-6).all(dim=(0, 1, 3))
+        assert bool(same[blind].all()) == expect_blind_equal
+        if not expect_blind_equal:
+            assert not same[blind & (pos > last_img)].any()
+        assert not same[seeing].any(), "latents must see the image"
+
+
+def test_reference_gradients_respect_mask():
+    # In stage 1 the loss on answer rows must not send gradient into image keys/values.
+    roles = torch.tensor([livr_roles(5)])
+    q, k, v = (t.requires_grad_() for t in qkv(roles))
+    out = bottleneck_attention(q, k, v, roles, 1, backend="reference")
+    out[:, :, roles[0] == A].sum().backward()
+    assert k.grad[:, :, roles[0] == I].abs().max() == 0
+    assert v.grad[:, :, roles[0] == I].abs().max() == 0
+    assert v.grad[:, :, roles[0] == L].abs().max() > 0
+
+
+def test_flex_refuses_cpu_backward_clearly():
+    roles = batch_roles()
+    q, k, v = (t.requires_grad_() for t in qkv(roles))
+    with pytest.raises(RuntimeError, match="no backward on CPU"):
+        bottleneck_attention(q, k, v, roles, 1, backend="flex")
+
+
+@pytest.mark.parametrize(
+    "roles,stage,match",
+    [
+        (torch.tensor([[0, 1, 2, 3]], dtype=torch.float32), 1, "integer dtype"),
+        (torch.tensor([[0, 1, 2, 3]]).bool(), 1, "integer dtype"),
+        (torch.tensor([0, 1, 2, 3]), 1, "shape"),
+        (torch.tensor([[0, 1, 2, 7]]), 1, "unknown role value 7"),
+        (torch.tensor([[0, -1, 2, 3]]), 1, "unknown role value -1"),
+        (torch.tensor([[0, 2, 1, 3]]), 1, "no latent token after"),
+        (torch.tensor([[0, 1, 2, 3]]), 3, "unknown stage"),
+        (torch.tensor([[0, 1, 2, 3]]), "full", "unknown stage"),
+    ],
+)
+def test_bad_roles_and_stages_raise(roles, stage, match):
+    with pytest.raises(ValueError, match=match):
+        bottleneck_mask(roles, stage)
+
+
+def test_stage2_allows_images_without_latents():
+    assert bottleneck_mask(torch.tensor([[0, 2, 1, 3]]), 2).shape == (1, 1, 4, 4)
+
+
+def test_attention_shape_errors():
+    roles = torch.tensor([[0, 1, 2, 3]])
+    q, k, v = qkv(roles)
+    with pytest.raises(ValueError, match="cover 3 positions"):
+        bottleneck_attention(q, k, v, roles[:, :3], 1)
+    with pytest.raises(ValueError, match="multiple"):
+        bottleneck_attention(q[:, :3], k, v, roles, 1)
+    with pytest.raises(ValueError, match="backend"):
+        bottleneck_attention(q, k, v, roles, 1, backend="fast")
+    with pytest.raises(ValueError, match="batch"):
+        bottleneck_attention(q, k, v, torch.cat([roles, roles]), 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flex_matches_reference_on_gpu_with_grads(dtype):
+    roles = torch.tensor([[P] * 100 + [I] * 300 + [P] * 20 + [L] * 16 + [A] * 76] * 2, device="cuda")
+    q, k, v = (t.cuda().requires_grad_() for t in qkv(roles.cpu(), 8, 2, 64, dtype=dtype))
+    ref = bottleneck_attention(q, k, v, roles, 1, backend="reference")
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = bottleneck_attention(q2, k2, v2, roles, 1, backend="flex")
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    w = torch.randn_like(ref)
+    (ref * w).sum().backward()
+    (out * w).sum().backward()
+    for a, b in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(b.grad, a.grad, atol=tol * 10, rtol=tol * 10)
