@@ -1,0 +1,96 @@
+"""What livr needs to know about a vision-language backbone, in one small interface.
+
+An adapter names the model class, where the image placeholder tokens are, which modules
+are the vision tower and projector (frozen), which language-model projections get LoRA,
+how many placeholder tokens an image expands to, and how to build a tiny random-weight
+copy for offline tests. Adding a backbone means writing one subclass and registering it.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class BackboneAdapter(abc.ABC):
+    """Backbone-specific facts; everything else in livr is backbone-agnostic."""
+
+    #: registry key, also written into checkpoints
+    name: ClassVar[str]
+    #: ``config.model_type`` of checkpoints this adapter accepts
+    model_types: ClassVar[tuple[str, ...]]
+    #: the hub id used when none is given
+    default_model_id: ClassVar[str]
+    #: the placeholder that the chat template emits once per image and the processor expands
+    image_token: ClassVar[str] = "<|image_pad|>"
+    #: attribute paths (from the ``*ForConditionalGeneration`` model) of frozen vision parts
+    vision_modules: ClassVar[tuple[str, ...]] = ("model.visual",)
+    #: regex (full match, peft semantics) of the language model's attention and MLP projections
+    lora_target_modules: ClassVar[str] = (
+        r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    )
+    #: the input embedding's module name, as peft's ``trainable_token_indices`` expects it
+    embedding_module: ClassVar[str] = "embed_tokens"
+
+    @property
+    @abc.abstractmethod
+    def model_class(self) -> type[PreTrainedModel]:
+        """The transformers class that holds vision tower, projector and language model."""
+
+    @abc.abstractmethod
+    def published_config(self) -> PretrainedConfig:
+        """The published checkpoint's config, written from the paper notes (no download)."""
+
+    @abc.abstractmethod
+    def tiny_config(self, vocab: dict[str, int], vocab_size: int) -> PretrainedConfig:
+        """A few-thousand-parameter config with the same architecture, for CPU tests."""
+
+    @abc.abstractmethod
+    def image_processor(self, **overrides: Any) -> Any:
+        """A local image processor with this backbone's patching (small images for tests)."""
+
+    def num_image_tokens(self, grid_thw: torch.Tensor, merge_size: int) -> int:
+        """How many placeholder tokens one image with patch grid ``grid_thw`` expands to."""
+        return int(grid_thw.prod()) // (merge_size**2)
+
+    def rope_positions(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_grid_thw: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Multimodal RoPE position ids ``(3, B, S)``: latent tokens count as plain text."""
+        mm_token_type_ids = (input_ids == model.config.image_token_id).to(torch.int32)
+        inner = model.model if hasattr(model, "model") else model
+        if image_grid_thw is None:
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            return pos[None].expand(3, -1, -1)
+        positions, _ = inner.get_rope_index(
+            input_ids,
+            mm_token_type_ids,
+            image_grid_thw=image_grid_thw,
+            attention_mask=attention_mask,
+        )
+        return positions
+
+    def vision_parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters of the vision tower and projector."""
+        out = []
+        for path in self.vision_modules:
+            module = model.get_submodule(path)
+            out.extend((f"{path}.{n}", p) for n, p in module.named_parameters())
+        return out
+
+    def check_model(self, model: PreTrainedModel, where: str) -> None:
+        """Refuse a model that is not of this backbone's type."""
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in self.model_types:
+            raise ValueError(
+                f"{where}: model_type {model_type!r} does not match backbone {self.name!r} "
+                f"(expects {list(self.model_types)})"
+            )

@@ -1,0 +1,93 @@
+"""Qwen2.5-VL (``Qwen/Qwen2.5-VL-3B-Instruct``): native transformers class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import (
+    PretrainedConfig,
+    PreTrainedModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from livr.backbones.base import BackboneAdapter
+
+
+class Qwen25VLAdapter(BackboneAdapter):
+    name = "qwen2_5_vl"
+    model_types = ("qwen2_5_vl",)
+    default_model_id = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+    @property
+    def model_class(self) -> type[PreTrainedModel]:
+        return Qwen2_5_VLForConditionalGeneration
+
+    def published_config(self) -> PretrainedConfig:
+        # Qwen2.5-VL-3B-Instruct's config.json values (public model card), written out so that
+        # the parameter count needs no download.
+        return Qwen2_5_VLConfig(
+            text_config=dict(
+                vocab_size=151936,
+                hidden_size=2048,
+                intermediate_size=11008,
+                num_hidden_layers=36,
+                num_attention_heads=16,
+                num_key_value_heads=2,
+                max_position_embeddings=128000,
+                rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
+                tie_word_embeddings=True,
+            ),
+            vision_config=dict(
+                depth=32,
+                hidden_size=1280,
+                intermediate_size=3420,
+                num_heads=16,
+                out_hidden_size=2048,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                window_size=112,
+                fullatt_block_indexes=[7, 15, 23, 31],
+            ),
+            tie_word_embeddings=True,
+        )
+
+    def tiny_config(self, vocab: dict[str, int], vocab_size: int) -> PretrainedConfig:
+        return Qwen2_5_VLConfig(
+            text_config=dict(
+                vocab_size=vocab_size,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=1024,
+                rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0},
+                bos_token_id=None,
+                eos_token_id=vocab["<|im_end|>"],
+                pad_token_id=vocab["<|endoftext|>"],
+            ),
+            vision_config=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=32,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                window_size=56,
+                fullatt_block_indexes=[1],
+            ),
+            image_token_id=vocab["<|image_pad|>"],
+            video_token_id=vocab["<|video_pad|>"],
+            vision_start_token_id=vocab["<|vision_start|>"],
+            vision_end_token_id=vocab["<|vision_end|>"],
+        )
+
+    def image_processor(self, **overrides: Any) -> Any:
+        kwargs = dict(patch_size=14, merge_size=2, temporal_patch_size=2)
+        kwargs.update(overrides)
+        return Qwen2VLImageProcessorPil(**kwargs)

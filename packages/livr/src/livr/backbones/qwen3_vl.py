@@ -1,0 +1,103 @@
+"""Qwen3-VL (``Qwen/Qwen3-VL-4B-Instruct``): native transformers class.
+
+Its DeepStack path adds visual features to the hidden states at the image positions of the
+first language-model layers; that stays inside image positions, so the bottleneck still holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig, PreTrainedModel, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from livr.backbones.base import BackboneAdapter
+
+
+class Qwen3VLAdapter(BackboneAdapter):
+    name = "qwen3_vl"
+    model_types = ("qwen3_vl",)
+    default_model_id = "Qwen/Qwen3-VL-4B-Instruct"
+
+    @property
+    def model_class(self) -> type[PreTrainedModel]:
+        return Qwen3VLForConditionalGeneration
+
+    def published_config(self) -> PretrainedConfig:
+        # Qwen3-VL-4B-Instruct's config.json values (public model card).
+        return Qwen3VLConfig(
+            text_config=dict(
+                vocab_size=151936,
+                hidden_size=2560,
+                intermediate_size=9728,
+                num_hidden_layers=36,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                head_dim=128,
+                max_position_embeddings=262144,
+                rope_parameters={
+                    "rope_type": "default",
+                    "mrope_section": [24, 20, 20],
+                    "mrope_interleaved": True,
+                    "rope_theta": 5e6,
+                },
+                tie_word_embeddings=True,
+            ),
+            vision_config=dict(
+                depth=24,
+                hidden_size=1024,
+                intermediate_size=4096,
+                num_heads=16,
+                out_hidden_size=2560,
+                patch_size=16,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                num_position_embeddings=2304,
+                deepstack_visual_indexes=[5, 11, 17],
+            ),
+            tie_word_embeddings=True,
+        )
+
+    def tiny_config(self, vocab: dict[str, int], vocab_size: int) -> PretrainedConfig:
+        return Qwen3VLConfig(
+            text_config=dict(
+                vocab_size=vocab_size,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                max_position_embeddings=1024,
+                rope_parameters={
+                    "rope_type": "default",
+                    "mrope_section": [2, 1, 1],
+                    "mrope_interleaved": True,
+                    "rope_theta": 10000.0,
+                },
+                bos_token_id=None,
+                eos_token_id=vocab["<|im_end|>"],
+                pad_token_id=vocab["<|endoftext|>"],
+            ),
+            vision_config=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=32,
+                patch_size=16,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                num_position_embeddings=64,
+                deepstack_visual_indexes=[0],
+            ),
+            image_token_id=vocab["<|image_pad|>"],
+            video_token_id=vocab["<|video_pad|>"],
+            vision_start_token_id=vocab["<|vision_start|>"],
+            vision_end_token_id=vocab["<|vision_end|>"],
+        )
+
+    def image_processor(self, **overrides: Any) -> Any:
+        kwargs = dict(patch_size=16, merge_size=2, temporal_patch_size=2)
+        kwargs.update(overrides)
+        return Qwen2VLImageProcessorPil(**kwargs)

@@ -1,0 +1,163 @@
+"""The bottleneck inside the real transformers classes (tiny configs, random weights)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from PIL import Image
+
+from latentforge.kernels import Role
+from livr.config import ModelConfig
+from livr.data import Example, synthetic_counting
+from livr.model import LivrModel
+
+BACKBONES = ("qwen2_5_vl", "qwen3_vl")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_backbones):
+    out = {}
+    for name in BACKBONES:
+        torch.manual_seed(0)
+        livr = LivrModel.from_backbone(
+            ModelConfig(backbone=name, model_id=tiny_backbones[name], num_latents=4)
+        )
+        # LoRA B starts at zero; give it weights so that the adapter path is exercised too
+        with torch.no_grad():
+            for n, p in livr.model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+        out[name] = livr.eval()
+    return out
+
+
+def decoder_layers(livr: LivrModel):
+    return livr.base.model.language_model.layers
+
+
+@contextlib.contextmanager
+def edit_latent_states(livr: LivrModel, latent: torch.Tensor, how: str):
+    """Replace the latent positions' hidden states after every decoder layer: detach or zero them."""
+
+    def hook(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        keep = latent[..., None]
+        edited = hidden.detach() if how == "detach" else torch.zeros_like(hidden)
+        hidden = torch.where(keep, edited, hidden)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handles = [layer.register_forward_hook(hook) for layer in decoder_layers(livr)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def pixel_grad(livr: LivrModel, stage: int, detach_latents: bool) -> torch.Tensor:
+    batch = livr.encode(synthetic_counting(1, seed=4))
+    batch.pixel_values = batch.pixel_values.clone().requires_grad_(True)
+    ctx = (
+        edit_latent_states(livr, batch.roles == Role.LATENT, "detach")
+        if detach_latents
+        else contextlib.nullcontext()
+    )
+    with ctx:
+        loss = livr(batch, stage).loss
+    (grad,) = torch.autograd.grad(loss, batch.pixel_values, allow_unused=True)
+    return torch.zeros_like(batch.pixel_values) if grad is None else grad
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_stage1_answer_gradient_reaches_the_image_only_through_latents(models, name):
+    livr = models[name]
+    assert pixel_grad(livr, 1, detach_latents=True).abs().max() == 0
+    assert pixel_grad(livr, 1, detach_latents=False).abs().max() > 0
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_stage2_answer_sees_the_image_directly(models, name):
+    livr = models[name]
+    assert pixel_grad(livr, 2, detach_latents=True).abs().max() > 0
+    assert pixel_grad(livr, 2, detach_latents=False).abs().max() > 0
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_changing_pixels_changes_no_answer_logit_when_latents_are_cut(models, name):
+    livr = models[name]
+    base = synthetic_counting(1, seed=5)[0]
+    other = Example([Image.new("RGB", base.images[0].size, (90, 10, 200))], base.question, base.answer)
+    logits = {}
+    for stage in (1, 2):
+        for key, ex in (("a", base), ("b", other)):
+            batch = livr.encode([ex])
+            with torch.no_grad(), edit_latent_states(livr, batch.roles == Role.LATENT, "zero"):
+                out = livr(batch, stage)
+            logits[stage, key] = out.logits[batch.roles == Role.ANSWER]
+    assert torch.equal(logits[1, "a"], logits[1, "b"])
+    assert not torch.allclose(logits[2, "a"], logits[2, "b"])
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_latent_tokens_take_text_rope_positions(models, name):
+    livr = models[name]
+    batch = livr.encode(synthetic_counting(2, seed=6), with_answer=False)
+    pos = livr.positions(batch)
+    for b in range(2):
+        latent = (batch.roles[b] == Role.LATENT).nonzero().flatten()
+        p = pos[:, b, latent]
+        # all three mRoPE axes equal (text) and consecutive after the preceding prompt token
+        assert torch.equal(p[0], p[1]) and torch.equal(p[1], p[2])
+        expected = pos[0, b, latent[0] - 1] + 1 + torch.arange(len(latent))
+        assert torch.equal(p[0], expected)
+    # left padding does not move a sequence's positions
+    single = livr.positions(livr.encode(synthetic_counting(2, seed=6)[1:], with_answer=False))
+    assert torch.equal(pos[:, 1], single[:, 0])
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("stage", [1, 2])
+def test_cached_greedy_decoding_matches_full_recomputation(models, name, stage):
+    livr = models[name]
+    examples = synthetic_counting(2, seed=7)
+    batch = livr.encode(examples, with_answer=False)
+    ids = livr.generate_ids(batch, stage, max_new_tokens=4)
+    for b, ex in enumerate(examples):
+        single = livr.encode([ex], with_answer=False)
+        # recompute each step with no cache: append the decoded tokens as the answer
+        tokens = []
+        for _ in range(ids.shape[1]):
+            full = single
+            if tokens:
+                extra = torch.tensor([tokens])
+                full = type(single)(
+                    input_ids=torch.cat([single.input_ids, extra], 1),
+                    attention_mask=torch.cat([single.attention_mask, torch.ones_like(extra)], 1),
+                    roles=torch.cat([single.roles, torch.full_like(extra, int(Role.ANSWER))], 1),
+                    labels=None,
+                    pixel_values=single.pixel_values,
+                    image_grid_thw=single.image_grid_thw,
+                )
+            with torch.no_grad():
+                logits = livr(full, stage).logits[0, -1]
+            logits[livr.latent_ids] = float("-inf")
+            tokens.append(int(logits.argmax()))
+            if tokens[-1] == livr.tokenizer.eos_token_id:
+                break
+        assert ids[b, : len(tokens)].tolist() == tokens
+
+
+def test_flash_attention_2_is_refused_for_the_bottleneck(tiny_backbones):
+    cfg = ModelConfig(model_id=tiny_backbones["qwen2_5_vl"], attn_implementation="flash_attention_2")
+    with pytest.raises(ValueError, match=r"flash_attention_2.*bottleneck"):
+        LivrModel.from_backbone(cfg)
+
+
+def test_stage1_refuses_a_prompt_without_latents(tiny_backbones):
+    livr = LivrModel.from_backbone(ModelConfig(model_id=tiny_backbones["qwen2_5_vl"], num_latents=0))
+    batch = livr.encode(synthetic_counting(1))
+    with pytest.raises(ValueError, match="no latent token"):
+        livr(batch, 1)
+    assert torch.isfinite(livr(batch, 2).loss)
