@@ -9,6 +9,7 @@ from latentforge.kernels.bottleneck_attention import bottleneck_attention
 from latentforge.kernels.bottleneck_mask import bottleneck_block_mask, bottleneck_mask, bottleneck_mask_mod
 from latentforge.kernels.projection import project_points
 from latentforge.kernels.roles import Role
+from latentforge.kernels.transformers_attention import bottleneck_roles, register_transformers_bottleneck
 
 __all__ = [
     "Role",
@@ -16,5 +17,7 @@ __all__ = [
     "bottleneck_block_mask",
     "bottleneck_mask",
     "bottleneck_mask_mod",
+    "bottleneck_roles",
     "project_points",
+    "register_transformers_bottleneck",
 ]
