@@ -1,9 +1,21 @@
-"""The ``spatia`` command line."""
+"""The ``spatia`` command line.
+
+``spatia train [--config tiny|paper|FILE.json|FILE.toml] [--stage 2] [--iterations N] ...``:
+``--config`` picks the base values (default ``paper``), every other option overrides one field.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import tyro
+
 import spatia
 from latentforge.cli import environment_report, run_subcommands
+from latentforge.configs import resolve_config
+from spatia.config import PRESETS, TrainConfig
 
 
 def info() -> None:
@@ -11,9 +23,48 @@ def info() -> None:
     print(environment_report("latentforge-spatia", spatia.__version__))
 
 
-def main(argv: list[str] | None = None) -> None:
+def _pop_config(argv: list[str]) -> tuple[str, list[str]]:
+    """Take ``--config X`` / ``--config=X`` out of ``argv`` (tyro then parses the rest)."""
+    rest, source, i = [], "paper", 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise SystemExit("spatia: --config needs a value (tiny, paper or a .json/.toml file)")
+            source, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            source = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return source, rest
+
+
+def _train_command(base: TrainConfig):
+    def train(config: Annotated[TrainConfig, tyro.conf.arg(name="")] = base) -> None:
+        """Flow-matching training of the control branch (stage 1) or of LoRA on the main blocks (stage 2).
+
+        Choose base values with --config tiny|paper|FILE (default paper, given before other options);
+        metrics go to runs/spatia/<run>/metrics.jsonl and TensorBoard.
+        """
+        from spatia.trainer import train as run_training
+
+        run_dir = run_training(config)
+        print(f"run folder: {run_dir}")
+
+    return train
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Spatia: camera-controlled video generation with an updatable 3D spatial memory."""
-    run_subcommands({"info": info}, description=main.__doc__, argv=argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    source, args = _pop_config(args)
+    try:
+        base = resolve_config(TrainConfig, source, PRESETS)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"spatia: {exc}") from exc
+    run_subcommands({"info": info, "train": _train_command(base)}, description=main.__doc__, argv=args)
 
 
 if __name__ == "__main__":

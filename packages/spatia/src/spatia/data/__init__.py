@@ -1,0 +1,1 @@
+"""Training data: RealEstate10K, SpatialVID-style clips and procedural rooms."""

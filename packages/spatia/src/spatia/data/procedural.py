@@ -1,0 +1,352 @@
+"""Procedural textured rooms rendered along camera trajectories, with exact depth and poses.
+
+A scene is a room (the inside of an axis-aligned box: floor, ceiling, four walls) holding
+a few axis-aligned boxes, optionally one box moving in a straight line (dynamic content).
+Every face carries a procedural texture (checkerboard or stripes in two colours) defined
+in the face's own 2D coordinates, so a surface point has one colour from every view.
+
+Frames are ray-cast analytically (slab intersection), so depth, intrinsics and poses are
+exact. Cameras follow the project convention: OpenCV world-to-camera (+z forward, x right,
+y down), pixel centres at integer pixel coordinates; world "up" is -y.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from spatia.data.clips import ClipSample
+
+
+@dataclass
+class Box:
+    """Axis-aligned box ``[lo, hi]`` with a texture; ``velocity`` (world units per frame) makes it move."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    colors: torch.Tensor  # (2, 3) in [0, 1]
+    pattern: int  # 0 checker, 1 stripes
+    cell: float
+    velocity: torch.Tensor | None = None
+
+    def at(self, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.velocity is None:
+            return self.lo, self.hi
+        return self.lo + frame * self.velocity, self.hi + frame * self.velocity
+
+
+@dataclass
+class Scene:
+    """A room and its contents; ``boxes[0]`` is the room itself (seen from inside)."""
+
+    boxes: list[Box]
+    dynamic: list[bool] = field(default_factory=list)
+
+    @property
+    def room(self) -> Box:
+        return self.boxes[0]
+
+
+@dataclass
+class RenderedClip:
+    """Frames rendered along a trajectory with the exact geometry behind them."""
+
+    images: torch.Tensor  # (F, 3, H, W) in [0, 1]
+    depth: torch.Tensor  # (F, H, W) camera-space z
+    intrinsics: torch.Tensor  # (F, 3, 3)
+    extrinsics_w2c: torch.Tensor  # (F, 4, 4)
+    dynamic_mask: torch.Tensor  # (F, H, W) true on moving-object pixels
+
+
+def random_scene(generator: torch.Generator, *, num_boxes: int = 3, dynamic_object: bool = False) -> Scene:
+    """A room of 4-7 units a side with ``num_boxes`` static boxes and an optional moving one."""
+
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(shape or (1,), generator=generator, dtype=torch.float64)
+
+    def texture() -> tuple[torch.Tensor, int, float]:
+        colors = uniform(0.05, 0.95, 2, 3)
+        pattern = int(torch.randint(0, 2, (1,), generator=generator))
+        return colors, pattern, float(uniform(0.3, 0.9))
+
+    half = uniform(2.0, 3.5, 3)
+    half[1] = uniform(1.2, 1.8)[0]  # y is vertical: rooms are lower than they are wide
+    boxes = [Box(-half, half, *texture())]
+    dynamic = [False]
+    for i in range(num_boxes + int(dynamic_object)):
+        size = uniform(0.3, 0.9, 3)
+        floor_y = half[1]
+        # Boxes stand on the floor (y = +half_y, since +y points down) near the walls, leaving the middle free.
+        angle = uniform(0, 2 * math.pi)[0]
+        radius = 0.65 * torch.minimum(half[0], half[2])
+        cx, cz = radius * torch.cos(angle), radius * torch.sin(angle)
+        centre = torch.stack([cx, floor_y - size[1], cz])
+        is_dynamic = dynamic_object and i == num_boxes
+        velocity = None
+        if is_dynamic:
+            heading = uniform(0, 2 * math.pi)[0]
+            velocity = torch.stack([torch.cos(heading), torch.zeros(()), torch.sin(heading)]).double() * 0.04
+        boxes.append(Box(centre - size, centre + size, *texture(), velocity=velocity))
+        dynamic.append(is_dynamic)
+    return Scene(boxes, dynamic)
+
+
+def look_at_w2c(eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """OpenCV world-to-camera matrix of a camera at ``eye`` looking at ``target`` with world up -y."""
+    forward = target - eye
+    forward = forward / forward.norm()
+    down = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype)
+    right = torch.linalg.cross(down, forward)
+    right = right / right.norm()
+    down = torch.linalg.cross(forward, right)
+    rot = torch.stack([right, down, forward])  # rows: camera axes in world coordinates
+    w2c = torch.eye(4, dtype=eye.dtype)
+    w2c[:3, :3] = rot
+    w2c[:3, 3] = -rot @ eye
+    return w2c
+
+
+def orbit_trajectory(
+    scene: Scene, num_frames: int, generator: torch.Generator, *, sweep: float = 1.2
+) -> torch.Tensor:
+    """``(F, 4, 4)`` w2c: the camera circles the room's middle while panning, a path that revisits views."""
+    half = scene.room.hi
+    start = float(torch.rand((), generator=generator)) * 2 * math.pi
+    radius = 0.25 * float(torch.minimum(half[0], half[2]))
+    poses = []
+    for i in range(num_frames):
+        a = start + sweep * i / max(num_frames - 1, 1)
+        eye = torch.tensor(
+            [radius * math.cos(a), -0.1 * float(half[1]), radius * math.sin(a)], dtype=torch.float64
+        )
+        look = eye + torch.tensor([math.cos(a + 1.9), 0.15, math.sin(a + 1.9)], dtype=torch.float64)
+        poses.append(look_at_w2c(eye, look))
+    return torch.stack(poses)
+
+
+def intrinsics_from_fov(height: int, width: int, fov_x_degrees: float = 75.0) -> torch.Tensor:
+    """Pinhole ``K`` with the principal point at the image centre (pixel centres on integers)."""
+    fx = 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
+    return torch.tensor(
+        [[fx, 0.0, (width - 1) / 2], [0.0, fx, (height - 1) / 2], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
+
+
+def _texture(box: Box, axis: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    """Colour of surface points on faces normal to ``axis`` (0, 1, 2): pattern in the other two coordinates."""
+    coords = torch.stack([point[..., 0], point[..., 1], point[..., 2]], dim=-1)
+    # The two in-face coordinates of each point: drop the normal axis.
+    keep = torch.tensor([[1, 2], [0, 2], [0, 1]], device=point.device)[axis]
+    uv = torch.gather(coords, -1, keep) / box.cell
+    cells = torch.floor(uv).long()
+    which = (cells[..., 0] + cells[..., 1]) % 2 if box.pattern == 0 else cells[..., 0] % 2
+    return box.colors.to(point)[which]
+
+
+def _slab(origin: torch.Tensor, direction: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+    """Per-axis entry and exit ray parameters of the box ``[lo, hi]``."""
+    inv = 1.0 / torch.where(direction.abs() < 1e-12, torch.full_like(direction, 1e-12), direction)
+    t0 = (lo - origin) * inv
+    t1 = (hi - origin) * inv
+    return torch.minimum(t0, t1), torch.maximum(t0, t1)
+
+
+def surface_points_to_colors(scene: Scene, points: torch.Tensor, frame: int = 0) -> torch.Tensor:
+    """Colours of points lying on box faces of ``scene`` at ``frame`` (the face is found by proximity)."""
+    best = torch.full(points.shape[:-1], float("inf"), dtype=points.dtype)
+    colors = torch.zeros(*points.shape[:-1], 3, dtype=points.dtype)
+    for box in scene.boxes:
+        lo, hi = (v.to(points) for v in box.at(frame))
+        dist = torch.minimum((points - lo).abs(), (points - hi).abs())
+        axis_dist, axis = dist.min(dim=-1)
+        inside = ((points >= lo - 1e-6) & (points <= hi + 1e-6)).all(-1)
+        use = inside & (axis_dist < best)
+        best = torch.where(use, axis_dist, best)
+        colors = torch.where(use[..., None], _texture(box, axis, points), colors)
+    return colors
+
+
+def render(
+    scene: Scene, intrinsics: torch.Tensor, extrinsics_w2c: torch.Tensor, height: int, width: int
+) -> RenderedClip:
+    """Ray-cast every frame (float64): colour, exact camera-space depth and the moving-object mask."""
+    frames = extrinsics_w2c.shape[0]
+    if intrinsics.ndim == 2:
+        intrinsics = intrinsics.expand(frames, 3, 3)
+    v, u = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
+    pix = torch.stack([u, v, torch.ones_like(u)], dim=-1)  # (H, W, 3)
+    images, depths, dyn = [], [], []
+    for f in range(frames):
+        k, w2c = intrinsics[f].double(), extrinsics_w2c[f].double()
+        rot, trans = w2c[:3, :3], w2c[:3, 3]
+        cam_dirs = pix @ torch.linalg.inv(k).T  # z = 1, so the ray parameter is camera depth
+        dirs = cam_dirs @ rot  # rotate to world: R^T d, written as d R
+        origin = -rot.T @ trans
+        room_lo, room_hi = scene.room.at(f)
+        _, t_far = _slab(origin, dirs, room_lo, room_hi)
+        t_hit, axis = t_far.min(dim=-1)
+        owner = torch.zeros(t_hit.shape, dtype=torch.long)
+        for b, box in enumerate(scene.boxes[1:], start=1):
+            lo, hi = box.at(f)
+            t_near, t_exit = _slab(origin, dirs, lo, hi)
+            t_in, ax = t_near.max(dim=-1)
+            hit = (t_in <= t_exit.min(dim=-1).values) & (t_in > 1e-9) & (t_in < t_hit)
+            t_hit = torch.where(hit, t_in, t_hit)
+            axis = torch.where(hit, ax, axis)
+            owner = torch.where(hit, torch.full_like(owner, b), owner)
+        points = origin + dirs * t_hit[..., None]
+        color = torch.zeros(height, width, 3, dtype=torch.float64)
+        for b, box in enumerate(scene.boxes):
+            sel = owner == b
+            if sel.any():
+                color[sel] = _texture(box, axis[sel], points[sel])
+        images.append(color.permute(2, 0, 1))
+        depths.append(t_hit)
+        dyn.append(torch.tensor([scene.dynamic[b] for b in range(len(scene.boxes))])[owner])
+    return RenderedClip(
+        images=torch.stack(images).float(),
+        depth=torch.stack(depths).float(),
+        intrinsics=intrinsics.float().clone(),
+        extrinsics_w2c=extrinsics_w2c.float().clone(),
+        dynamic_mask=torch.stack(dyn),
+    )
+
+
+def sample_scene(
+    seed: int, num_frames: int, height: int, width: int, *, dynamic_object: bool = False
+) -> tuple[Scene, RenderedClip]:
+    """A random scene rendered along its orbit trajectory, fully determined by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    scene = random_scene(generator, dynamic_object=dynamic_object)
+    w2c = orbit_trajectory(scene, num_frames, generator)
+    k = intrinsics_from_fov(height, width)
+    return scene, render(scene, k, w2c, height, width)
+
+
+# ---------------------------------------------------------------------------- training clips
+
+
+class ProceduralClips:
+    """Training clips cut from procedural scenes, with the memory condition computed as at inference.
+
+    A first clip is ``first_clip_frames`` frames whose first frame is the conditioning image;
+    its memory holds that image's points. A later clip is ``history_frames`` frames of the
+    preceding clip plus ``new_frames`` new ones; its memory holds the static points of every
+    frame before the new ones, and its reference frames are the earlier frames (before the
+    history) whose points overlap the target views most. Moving-object pixels never enter
+    the memory. Scenes are generated on first use and kept; clip ``i`` is a pure function of
+    ``(seed, i, first)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_scenes: int,
+        height: int,
+        width: int,
+        first_clip_frames: int,
+        history_frames: int,
+        new_frames: int,
+        num_reference_frames: int,
+        dynamic_object: bool = True,
+        voxel_size: float = 0.0,
+        prompt: str = "a camera moves through a room",
+        seed: int = 0,
+        extra_frames: int = 8,
+    ) -> None:
+        if num_scenes < 1:
+            raise ValueError(f"num_scenes must be >= 1, got {num_scenes}")
+        self.num_scenes = num_scenes
+        self.height, self.width = height, width
+        self.first_clip_frames = first_clip_frames
+        self.history_frames = history_frames
+        self.new_frames = new_frames
+        self.num_reference_frames = num_reference_frames
+        self.dynamic_object = dynamic_object
+        self.voxel_size = voxel_size
+        self.prompt = prompt
+        self.seed = seed
+        # Room before the first later clip for earlier frames to act as references.
+        self.frames_per_scene = (
+            max(first_clip_frames, history_frames + num_reference_frames) + new_frames + extra_frames
+        )
+        self._scenes: dict[int, RenderedClip] = {}
+
+    def __len__(self) -> int:
+        return self.num_scenes
+
+    def scene(self, index: int) -> RenderedClip:
+        index %= self.num_scenes
+        if index not in self._scenes:
+            _, clip = sample_scene(
+                self.seed * 100_003 + index,
+                self.frames_per_scene,
+                self.height,
+                self.width,
+                dynamic_object=self.dynamic_object,
+            )
+            self._scenes[index] = clip
+        return self._scenes[index]
+
+    def _cloud(self, clip: RenderedClip, frames: range):
+        from spatia.memory import unproject_depth, voxel_downsample
+
+        sl = slice(frames.start, frames.stop)
+        cloud = unproject_depth(
+            clip.images[sl],
+            clip.depth[sl],
+            clip.intrinsics[sl],
+            clip.extrinsics_w2c[sl],
+            keep=~clip.dynamic_mask[sl],
+        )
+        return voxel_downsample(cloud, self.voxel_size)
+
+    def sample(self, index: int, first: bool) -> ClipSample:
+        from spatia.memory import render_memory, select_references
+
+        clip = self.scene(index)
+        h, w = self.height, self.width
+        rng = torch.Generator().manual_seed(self.seed * 7919 + index * 2 + int(first))
+        if first:
+            start = int(
+                torch.randint(0, self.frames_per_scene - self.first_clip_frames + 1, (1,), generator=rng)
+            )
+            frames = range(start, start + self.first_clip_frames)
+            memory = self._cloud(clip, range(start, start + 1))
+            num_history, refs = 1, []
+        else:
+            lo = self.history_frames + self.num_reference_frames
+            new_start = int(
+                torch.randint(lo, self.frames_per_scene - self.new_frames + 1, (1,), generator=rng)
+            )
+            frames = range(new_start - self.history_frames, new_start + self.new_frames)
+            memory = self._cloud(clip, range(0, new_start))
+            num_history = self.history_frames
+            target = slice(new_start, frames.stop)
+            earlier = list(range(0, frames.start))
+            candidates = [self._cloud(clip, range(i, i + 1)) for i in earlier]
+            picked = select_references(
+                candidates,
+                clip.intrinsics[target],
+                clip.extrinsics_w2c[target],
+                h,
+                w,
+                self.num_reference_frames,
+            )
+            refs = sorted(earlier[i] for i in picked)
+        sl = slice(frames.start, frames.stop)
+        render, holes = render_memory(memory, clip.intrinsics[sl], clip.extrinsics_w2c[sl], h, w)
+        return ClipSample(
+            video=clip.images[sl].permute(1, 0, 2, 3) * 2 - 1,
+            render=render.permute(1, 0, 2, 3) * 2 - 1,
+            holes=holes,
+            references=clip.images[refs].permute(1, 0, 2, 3) * 2 - 1,
+            num_history_frames=num_history,
+            prompt=self.prompt,
+            intrinsics=clip.intrinsics[sl],
+            extrinsics_w2c=clip.extrinsics_w2c[sl],
+        )
