@@ -1,0 +1,420 @@
+"""Stage 1: pretrain the base model on unlabeled expert sequences (paper C.1.2, Tables A4/A5).
+
+Loss per step: -ln p(a_t | o_{1:t}) - λ ln p(o_{t+1} | o_{1:t}), averaged over real steps.
+Subgoal labels in the dataset are never read here. A run folder holds ``config.json``,
+``metrics.jsonl`` + TensorBoard events, ``checkpoints/`` (resumable, see ``resume``) and
+``results.json`` with the held-out metrics; :func:`load_backbone` rebuilds the model from
+any of its checkpoints.
+
+    internal-rl pretrain tiny                       # CPU default, about a minute
+    internal-rl pretrain paper-grid --device cuda   # Table A4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from internal_rl.backbone import Backbone, BackboneConfig, BackboneOutput, ant_backbone_config, shift_actions
+from latentforge.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from latentforge.configs import config_from_dict, config_to_dict
+from latentforge.runs import MetricsLogger, create_run_dir
+from latentforge.seeding import seed_everything
+
+GRID_ENV = "internal_rl/GridPinpad-v0"
+ANT_ENV = "internal_rl/AntPinpad-v0"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class DataConfig:
+    """Where the expert sequences come from."""
+
+    env_id: str = GRID_ENV
+    """Environment whose expert data is used (internal_rl/GridPinpad-v0 or internal_rl/AntPinpad-v0)."""
+    data_dir: Path | None = None
+    """A dataset folder written by ``internal-rl generate-data``; if unset, data is generated in memory."""
+    num_episodes: int = 100_000
+    """Episodes to generate when ``data_dir`` is unset (the paper does not state its dataset size)."""
+    task_set: str = "pretrain"
+    """Named task set to generate from (Table A1 / A2)."""
+    epsilon: float = 0.0
+    """Expert noise when generating (grid: random-move probability; paper default 0)."""
+    data_seed: int = 0
+    """Seed of the generated layouts and expert noise (independent of the training seed)."""
+    eval_fraction: float = 0.05
+    """Share of episodes held out (unseen layouts) for the evaluation metrics."""
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining of the base model. Defaults: paper Table A4 (gridworld Transformer)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    """Architecture; obs_dim / action_dim / discrete_actions are taken from the data."""
+    obs_loss_coef: float = 0.01
+    """λ, the weight of the next-observation NLL (grid: searched over [0, 0.01]; ant: 10)."""
+    steps: int = 256_000
+    """Optimiser steps."""
+    batch_size: int = 1024
+    """Episodes per step."""
+    lr: float = 3e-4
+    """AdamW learning rate (constant)."""
+    weight_decay: float = 0.03
+    """AdamW weight decay (matrices only)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (the paper is silent; 0 disables)."""
+    eval_every: int = 2000
+    """Steps between held-out evaluations."""
+    log_every: int = 100
+    """Steps between training-loss log rows."""
+    checkpoint_every: int = 16_000
+    """Steps between checkpoints (Table A6 probes the 16K/32K/64K/128K/256K ones)."""
+    keep_checkpoints: int | None = None
+    """Checkpoints kept on disk (None keeps all, so probes can compare training stages)."""
+    seed: int = 0
+    """Seed of initialisation and batch sampling."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu' or 'cuda[:i]'."""
+    num_threads: int = 0
+    """CPU threads for torch (0 keeps torch's default; 1 avoids oversubscription on a busy machine)."""
+    run_root: Path = Path("runs")
+    """Runs are written to <run_root>/internal-rl/<run name>/."""
+    exp_name: str = "pretrain"
+    """Experiment name inside the run name."""
+    resume: Path | None = None
+    """A run folder to continue from its latest checkpoint (same config)."""
+
+
+def paper_grid_config() -> PretrainConfig:
+    """Table A4: gridworld Transformer 6 x 256, 256K steps x batch 1024, λ = 0.01."""
+    return PretrainConfig()
+
+
+def paper_ant_config() -> PretrainConfig:
+    """Table A5: ant Hawk 8 x 256, 204.8K steps x batch 512, λ = 10."""
+    return PretrainConfig(
+        data=DataConfig(env_id=ANT_ENV),
+        model=ant_backbone_config(),
+        obs_loss_coef=10.0,
+        steps=204_800,
+        batch_size=512,
+        checkpoint_every=25_600,
+    )
+
+
+def tiny_config() -> PretrainConfig:
+    """A CPU-sized grid run: 4 x 64 Transformer on 2000 expert episodes."""
+    return PretrainConfig(
+        data=DataConfig(num_episodes=2000, eval_fraction=0.1),
+        model=BackboneConfig(n_layers=4, d_model=64, n_heads=4, mlp_hidden=128),
+        steps=1500,
+        batch_size=32,
+        lr=1e-3,
+        eval_every=250,
+        log_every=25,
+        checkpoint_every=500,
+        keep_checkpoints=None,
+    )
+
+
+def tiny_ant_config() -> PretrainConfig:
+    """A CPU-sized ant run: 4 x 64 Hawk on a few hundred controller episodes."""
+    return PretrainConfig(
+        data=DataConfig(env_id=ANT_ENV, num_episodes=200, eval_fraction=0.1),
+        model=ant_backbone_config(n_layers=4, d_model=64, n_heads=4, mlp_hidden=128, lru_width=64),
+        obs_loss_coef=10.0,
+        steps=300,
+        batch_size=16,
+        lr=1e-3,
+        eval_every=100,
+        log_every=10,
+        checkpoint_every=100,
+    )
+
+
+PRESETS = {
+    "tiny": tiny_config,
+    "tiny-ant": tiny_ant_config,
+    "paper-grid": paper_grid_config,
+    "paper-ant": paper_ant_config,
+}
+
+
+# -- likelihoods -------------------------------------------------------------------------------
+def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(E, T) bool, True on real action steps."""
+    return torch.arange(steps, device=lengths.device) < lengths[:, None]
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Per-step NLL of a diagonal Gaussian, summed over the last dim."""
+    z = (x - mean) * torch.exp(-log_std)
+    return (0.5 * z.pow(2) + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def action_nll(out: BackboneOutput, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean -ln p(a_t | o_{1:t}) over ``mask``; the metacontroller reuses this on controlled outputs."""
+    if out.action_logits is not None:
+        per_step = F.cross_entropy(
+            out.action_logits.flatten(0, 1), actions.clamp(min=0).flatten(), reduction="none"
+        ).view(actions.shape)
+    else:
+        assert out.action_mean is not None and out.action_log_std is not None
+        per_step = gaussian_nll(actions, out.action_mean, out.action_log_std)
+    return _masked_mean(per_step, mask)
+
+
+def observation_nll(
+    out: BackboneOutput, next_obs: torch.Tensor, mask: torch.Tensor, likelihood: str
+) -> torch.Tensor:
+    """Mean -ln p(o_{t+1} | o_{1:t}) over ``mask``, summed over observation dims."""
+    assert out.obs_pred is not None
+    if likelihood == "bernoulli":
+        per_step = F.binary_cross_entropy_with_logits(out.obs_pred, next_obs, reduction="none").sum(-1)
+    else:
+        assert out.obs_log_std is not None
+        per_step = gaussian_nll(next_obs, out.obs_pred, out.obs_log_std)
+    return _masked_mean(per_step, mask)
+
+
+@dataclass
+class Batch:
+    """Model-ready tensors: ``obs`` (B, T, D) are o_1..o_T, ``next_obs`` o_2..o_{T+1}."""
+
+    obs: torch.Tensor
+    next_obs: torch.Tensor
+    actions: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def from_trajectories(
+        cls, observations: torch.Tensor, actions: torch.Tensor, lengths: torch.Tensor, device: torch.device
+    ) -> Batch:
+        t = max(int(lengths.max()), 1)
+        obs = observations[:, : t + 1].to(device, torch.float32)
+        return cls(
+            obs=obs[:, :t],
+            next_obs=obs[:, 1 : t + 1],
+            actions=actions[:, :t].to(device),
+            mask=step_mask(lengths.to(device), t),
+        )
+
+
+def model_inputs(model: Backbone, batch: Batch) -> dict[str, Any]:
+    """Keyword arguments of ``model(...)`` for ``batch`` (previous actions only if the model uses them)."""
+    if model.config.condition_on_prev_action:
+        return {"prev_actions": shift_actions(batch.actions, model.config.discrete_actions)}
+    return {}
+
+
+def sequence_losses(model: Backbone, batch: Batch, obs_loss_coef: float) -> dict[str, torch.Tensor]:
+    """``total`` = action NLL + λ · next-observation NLL, plus both terms and the action accuracy."""
+    out = model(batch.obs, **model_inputs(model, batch))
+    a_nll = action_nll(out, batch.actions, batch.mask)
+    o_nll = observation_nll(out, batch.next_obs, batch.mask, model.config.obs_likelihood)
+    losses = {"total": a_nll + obs_loss_coef * o_nll, "action_nll": a_nll, "obs_nll": o_nll}
+    if out.action_logits is not None:
+        correct = (out.action_logits.argmax(-1) == batch.actions).float()
+        losses["action_accuracy"] = _masked_mean(correct, batch.mask)
+    else:
+        assert out.action_mean is not None
+        losses["action_mse"] = _masked_mean((out.action_mean - batch.actions).pow(2).mean(-1), batch.mask)
+    return losses
+
+
+# -- data ----------------------------------------------------------------------------------------
+def load_data(cfg: DataConfig) -> Any:
+    """The dataset folder, or freshly generated expert episodes (``internal_rl.data.Trajectories``)."""
+    from internal_rl.data import Trajectories, generate_trajectories
+
+    if cfg.data_dir is not None:
+        data = Trajectories.load(cfg.data_dir)
+        if data.env_id != cfg.env_id:
+            raise ValueError(f"{cfg.data_dir} holds {data.env_id} data but data.env_id is {cfg.env_id}")
+        return data
+    return generate_trajectories(
+        cfg.env_id,
+        cfg.task_set,
+        num_episodes=cfg.num_episodes,
+        seed=cfg.data_seed,
+        epsilon=cfg.epsilon,
+        num_envs=min(cfg.num_episodes, 1024),
+    )
+
+
+def split_data(data: Any, eval_fraction: float) -> tuple[Any, Any]:
+    """(train, held-out): the last ``eval_fraction`` of episodes (unseen layouts) are held out."""
+    n = len(data)
+    n_eval = min(max(1, round(n * eval_fraction)), n - 1) if eval_fraction > 0 else 0
+    if n - n_eval < 1:
+        raise ValueError(f"need at least 2 episodes to hold some out, got {n}")
+    return data[: n - n_eval], (data[n - n_eval :] if n_eval else None)
+
+
+def model_config_for(data: Any, model: BackboneConfig) -> BackboneConfig:
+    """``model`` with the input/output sizes of ``data``."""
+    if data.is_discrete:
+        n_actions = int(data.actions.max()) + 1
+        action_dim = max(model.action_dim, n_actions) if model.discrete_actions else n_actions
+        return dataclasses.replace(
+            model, obs_dim=data.observations.shape[-1], action_dim=action_dim, discrete_actions=True
+        )
+    return dataclasses.replace(
+        model, obs_dim=data.observations.shape[-1], action_dim=data.actions.shape[-1], discrete_actions=False
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: Backbone, data: Any, obs_loss_coef: float, device: torch.device, batch_size: int = 256
+) -> dict:
+    """Step-weighted held-out metrics over every episode of ``data``."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    steps = 0
+    for start in range(0, len(data), batch_size):
+        part = data[start : start + batch_size]
+        batch = Batch.from_trajectories(part.observations, part.actions, part.lengths, device)
+        n = int(batch.mask.sum())
+        for key, value in sequence_losses(model, batch, obs_loss_coef).items():
+            sums[key] = sums.get(key, 0.0) + float(value) * n
+        steps += n
+    model.train(was_training)
+    return {key: value / max(steps, 1) for key, value in sums.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (nanoGPT's split)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> tuple[Backbone, dict]:
+    """The base model of a pretraining run folder or one of its checkpoints, and its checkpoint extras."""
+    path = Path(path)
+    root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+    ckpt = root if (root / "state.json").is_file() else latest_checkpoint(root)
+    if ckpt is None:
+        raise FileNotFoundError(f"{path}: no pretraining checkpoint found (looked in {root})")
+    try:
+        extra = json.loads((ckpt / "state.json").read_text())["extra"]
+        model_cfg = config_from_dict(BackboneConfig, extra["backbone"], where=f"{ckpt}/state.json:backbone")
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{ckpt}/state.json is not a pretraining checkpoint (no backbone config): {exc}"
+        ) from exc
+    model = Backbone(model_cfg)
+    state = load_checkpoint(ckpt, model=model, restore_rng=False)
+    return model.to(device).eval(), {**state.extra, "step": state.step, "path": str(state.path)}
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    model: Backbone
+    metrics: dict[str, float]
+    """Held-out metrics at the end (``eval/...``), plus the step count and throughput."""
+
+
+def pretrain(cfg: PretrainConfig, data: Any = None) -> PretrainResult:
+    """Train a base model; ``data`` (Trajectories) overrides ``cfg.data`` when given."""
+    device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    if data is None:
+        data = load_data(cfg.data)
+    train, held_out = split_data(data, cfg.data.eval_fraction)
+    model_cfg = model_config_for(data, cfg.model)
+    model = Backbone(model_cfg).to(device)
+    optimizer = make_optimizer(model, cfg)
+
+    start = 0
+    if cfg.resume is not None:
+        run_dir = Path(cfg.resume)
+        if latest_checkpoint(run_dir / CHECKPOINTS) is None:
+            raise FileNotFoundError(f"{run_dir}: nothing to resume (no {CHECKPOINTS}/ with a checkpoint)")
+        start = load_checkpoint(run_dir / CHECKPOINTS, model=model, optimizer=optimizer).step
+    else:
+        run_dir = create_run_dir(cfg.run_root, "internal-rl", cfg.exp_name, cfg.seed, config_to_dict(cfg))
+    extra = {"backbone": config_to_dict(model_cfg), "env_id": data.env_id, "obs_loss_coef": cfg.obs_loss_coef}
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            run_dir / CHECKPOINTS,
+            model=model,
+            step=step,
+            optimizer=optimizer,
+            extra=extra,
+            keep_last=cfg.keep_checkpoints,
+        )
+
+    metrics: dict[str, float] = {}
+    tokens = 0
+    t0 = time.perf_counter()
+    model.train()
+    with MetricsLogger(run_dir) as log:
+        if start == 0:
+            log.log_text("config", "```\n" + json.dumps(config_to_dict(cfg), indent=2, default=str) + "\n```")
+        for step in log.progress(range(start, cfg.steps), total=cfg.steps, initial=start, desc="pretrain"):
+            idx = torch.randint(len(train), (cfg.batch_size,))
+            part = train[idx]
+            batch = Batch.from_trajectories(part.observations, part.actions, part.lengths, device)
+            losses = sequence_losses(model, batch, cfg.obs_loss_coef)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            tokens += int(batch.mask.sum())
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                elapsed = time.perf_counter() - t0
+                log.log(
+                    done,
+                    **{f"losses/{k}": float(v.detach()) for k, v in losses.items()},
+                    **{"charts/tokens_per_s": tokens / max(elapsed, 1e-9)},
+                )
+            if held_out is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+                metrics = {
+                    f"eval/{k}": v for k, v in evaluate(model, held_out, cfg.obs_loss_coef, device).items()
+                }
+                log.log(done, **metrics)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint(done)
+    elapsed = time.perf_counter() - t0
+    result = {
+        **metrics,
+        "steps": cfg.steps,
+        "train_episodes": len(train),
+        "held_out_episodes": 0 if held_out is None else len(held_out),
+        "tokens_per_s_this_session": tokens / max(elapsed, 1e-9),
+    }
+    (run_dir / "results.json").write_text(json.dumps(result, indent=2))
+    return PretrainResult(run_dir=run_dir, model=model.eval(), metrics=result)

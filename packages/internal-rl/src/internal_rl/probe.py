@@ -1,0 +1,257 @@
+"""Stage 2a: linear probes that decode the current subgoal from the residual stream (paper C.2, Table A6).
+
+For every layer l = 0..L (0 = token embeddings) a softmax probe p(g_t | e_{t,l}) is fitted
+on frozen residuals of expert episodes (Eqs. 6-7) and scored on held-out episodes. The
+subgoal labels are used here and only here. Outputs in the run folder: ``probe.json``
+(accuracy by layer for each backbone checkpoint, chance level) and ``probe_accuracy.png``.
+
+    internal-rl probe tiny --run runs/internal-rl/<pretraining run>
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from internal_rl.backbone import Backbone
+from internal_rl.pretrain import (
+    CHECKPOINTS,
+    Batch,
+    DataConfig,
+    load_backbone,
+    load_data,
+    model_inputs,
+    resolve_device,
+)
+from latentforge.checkpoint import list_checkpoints
+from latentforge.configs import config_to_dict
+from latentforge.runs import MetricsLogger, create_run_dir
+from latentforge.seeding import seed_everything
+
+
+@dataclass
+class ProbeConfig:
+    """Linear subgoal probes. Defaults: paper Table A6."""
+
+    run: Path | None = None
+    """Pretraining run folder (or one checkpoint folder) whose backbone is probed."""
+    checkpoints: Literal["latest", "all"] = "all"
+    """Probe the latest checkpoint only, or every checkpoint of the run (Table A6: 16K ... 256K steps)."""
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(num_episodes=20_000, data_seed=1, eval_fraction=0.2)
+    )
+    """Labelled episodes; data_seed differs from pretraining's so the layouts are new."""
+    steps: int = 8000
+    """Probe optimiser steps."""
+    batch_size: int = 512
+    """Residual vectors per probe step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_tokens: int = 200_000
+    """Cap on the residual vectors collected for training (memory: tokens x (L+1) x n_e floats)."""
+    seed: int = 0
+    """Seed of probe init and batch sampling."""
+    device: str = "auto"
+    """'auto', 'cpu' or 'cuda[:i]'."""
+    num_threads: int = 0
+    """CPU threads for torch (0 keeps torch's default)."""
+    run_root: Path = Path("runs")
+    """Probe runs go to <run_root>/internal-rl/<run name>/."""
+    exp_name: str = "probe"
+    """Experiment name inside the run name."""
+
+
+def paper_probe_config() -> ProbeConfig:
+    """Table A6: 8000 steps, batch 512, AdamW lr 1e-3, wd 0, every layer, every checkpoint."""
+    return ProbeConfig()
+
+
+def tiny_probe_config() -> ProbeConfig:
+    """CPU-sized: 600 labelled episodes, 1500 probe steps."""
+    return ProbeConfig(
+        data=DataConfig(num_episodes=600, data_seed=1, eval_fraction=0.3),
+        steps=1500,
+        batch_size=256,
+        lr=3e-3,
+        max_tokens=50_000,
+    )
+
+
+PRESETS = {"tiny": tiny_probe_config, "paper": paper_probe_config}
+
+
+@torch.no_grad()
+def collect_residuals(
+    model: Backbone, data: Any, device: torch.device, *, batch_size: int = 128, max_tokens: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residuals (N, L+1, n_e) of every real step of ``data`` and their subgoal labels (N,)."""
+    model.eval()
+    feats, labels = [], []
+    total = 0
+    for start in range(0, len(data), batch_size):
+        part = data[start : start + batch_size]
+        batch = Batch.from_trajectories(part.observations, part.actions, part.lengths, device)
+        out = model(batch.obs, **model_inputs(model, batch), return_residuals=True)
+        stream = torch.stack(out.residuals, 2)  # (B, T, L+1, n_e)
+        keep = batch.mask & (part.subgoals[:, : batch.mask.shape[1]].to(device) >= 0)
+        feats.append(stream[keep].float().cpu())
+        labels.append(part.subgoals[:, : batch.mask.shape[1]].to(device)[keep].cpu())
+        total += int(keep.sum())
+        if max_tokens is not None and total >= max_tokens:
+            break
+    x, y = torch.cat(feats), torch.cat(labels)
+    return (x[:max_tokens], y[:max_tokens]) if max_tokens is not None else (x, y)
+
+
+@dataclass
+class LayerProbes:
+    """One linear softmax probe per layer, trained together (their losses are independent)."""
+
+    weight: torch.Tensor  # (L+1, n_e, n_classes)
+    bias: torch.Tensor  # (L+1, n_classes)
+    mean: torch.Tensor  # (L+1, n_e): feature standardisation, an invertible affine map
+    std: torch.Tensor
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, L+1, n_e) residuals -> (N, L+1, n_classes)."""
+        z = (x - self.mean) / self.std
+        return torch.einsum("nld,ldc->nlc", z, self.weight) + self.bias
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> list[float]:
+        correct = torch.zeros(x.shape[1])
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                pred = self.logits(x[start : start + batch_size]).argmax(-1)
+                correct += (pred == y[start : start + batch_size, None]).float().sum(0).cpu()
+        return (correct / max(len(x), 1)).tolist()
+
+
+def fit_probes(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> LayerProbes:
+    """Fit a linear probe per layer on residuals ``x`` (N, L+1, n_e) with labels ``y`` (N,)."""
+    n_layers, d = x.shape[1], x.shape[2]
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    weight = torch.zeros(n_layers, d, n_classes, requires_grad=True)
+    bias = torch.zeros(n_layers, n_classes, requires_grad=True)
+    probes = LayerProbes(weight, bias, mean, std)
+    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        idx = torch.randint(len(x), (batch_size,), generator=generator)
+        logits = probes.logits(x[idx])
+        loss = F.cross_entropy(logits.flatten(0, 1), y[idx].repeat_interleave(n_layers), reduction="sum")
+        optimizer.zero_grad(set_to_none=True)
+        (loss / batch_size).backward()
+        optimizer.step()
+    return LayerProbes(weight.detach(), bias.detach(), mean, std)
+
+
+def plot_accuracy(results: dict[int, list[float]], chance: float, path: Path, title: str = "") -> None:
+    """Accuracy by layer, one line per backbone checkpoint (the paper's Fig. 3b)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for step, acc in sorted(results.items()):
+        ax.plot(range(len(acc)), acc, marker="o", label=f"{step} steps")
+    ax.axhline(chance, color="grey", linestyle="--", label="chance (majority)")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("held-out subgoal accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title or "linear subgoal probes")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@dataclass
+class ProbeResult:
+    run_dir: Path
+    accuracy: dict[int, list[float]]
+    """Backbone checkpoint step -> held-out accuracy for layers 0..L."""
+    chance: float
+    """Accuracy of always predicting the most frequent held-out subgoal."""
+
+
+def _checkpoint_paths(run: Path, which: str) -> list[Path]:
+    if (run / "state.json").is_file():
+        return [run]
+    found = list_checkpoints(run / CHECKPOINTS if (run / CHECKPOINTS).is_dir() else run)
+    if not found:
+        raise FileNotFoundError(f"{run}: no pretraining checkpoints found")
+    return found if which == "all" else found[-1:]
+
+
+def probe(cfg: ProbeConfig, data: Any = None) -> ProbeResult:
+    """Probe every requested checkpoint of ``cfg.run``; ``data`` (Trajectories) overrides ``cfg.data``."""
+    if cfg.run is None:
+        raise ValueError("set run: the pretraining run folder to probe")
+    device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    paths = _checkpoint_paths(Path(cfg.run), cfg.checkpoints)
+    if data is None:
+        data = load_data(cfg.data)
+    n_eval = max(1, round(len(data) * cfg.data.eval_fraction))
+    if len(data) - n_eval < 1:
+        raise ValueError(f"need at least 2 labelled episodes, got {len(data)}")
+    train, held_out = data[: len(data) - n_eval], data[len(data) - n_eval :]
+    n_classes = int(data.subgoals.max()) + 1
+    run_dir = create_run_dir(cfg.run_root, "internal-rl", cfg.exp_name, cfg.seed, config_to_dict(cfg))
+    results: dict[int, list[float]] = {}
+    chance = 0.0
+    with MetricsLogger(run_dir) as log:
+        for path in log.progress(paths, desc="probe"):
+            model, info = load_backbone(path, device)
+            if info.get("env_id") not in (None, data.env_id):
+                raise ValueError(
+                    f"{path} was trained on {info['env_id']} but the probe data is {data.env_id}"
+                )
+            x_train, y_train = collect_residuals(model, train, device, max_tokens=cfg.max_tokens)
+            x_test, y_test = collect_residuals(model, held_out, device)
+            generator = torch.Generator().manual_seed(cfg.seed)
+            probes = fit_probes(
+                x_train,
+                y_train,
+                n_classes,
+                steps=cfg.steps,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+                generator=generator,
+            )
+            acc = probes.accuracy(x_test, y_test)
+            chance = float(torch.bincount(y_test, minlength=n_classes).max()) / len(y_test)
+            results[int(info["step"])] = acc
+            log.log(int(info["step"]), **{f"probe/layer{layer}": a for layer, a in enumerate(acc)})
+    summary = {
+        "env_id": data.env_id,
+        "chance": chance,
+        "accuracy_by_layer": {str(step): acc for step, acc in sorted(results.items())},
+        "best_layer": {str(s): int(torch.tensor(a).argmax()) for s, a in results.items()},
+        "train_tokens": len(x_train),
+        "held_out_tokens": len(x_test),
+        "pretraining_run": str(cfg.run),
+    }
+    (run_dir / "probe.json").write_text(json.dumps(summary, indent=2))
+    plot_accuracy(results, chance, run_dir / "probe_accuracy.png", title=f"subgoal probes ({data.env_id})")
+    return ProbeResult(run_dir=run_dir, accuracy=results, chance=chance)
