@@ -1,9 +1,16 @@
-"""The ``livr`` command line."""
+"""The ``livr`` command line: ``info``, ``train``, ``eval``, ``make-tiny``, ``params``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
 import livr
 from latentforge.cli import environment_report, run_subcommands
+from livr.config import PRESETS, TrainConfig
 
 
 def info() -> None:
@@ -11,9 +18,91 @@ def info() -> None:
     print(environment_report("latentforge-livr", livr.__version__))
 
 
+def train(cfg: Annotated[TrainConfig, tyro.conf.arg(name="")]) -> None:
+    """Two-stage LIVR training (or ``--method direct_sft``); run folder under ``runs/livr/``.
+
+    Defaults are the paper's single-task recipe. For a CPU smoke run:
+    ``livr make-tiny --out tiny && livr train --model.model-id tiny --model.num-latents 4
+    --stage1-epochs 1 --stage2-epochs 1 --grad-accum 2``.
+    """
+    from livr.trainer import train as run_training
+
+    print(run_training(cfg))
+
+
+def preset(name: Literal["paper", "multitask", "tiny"] = "paper") -> None:
+    """Print a preset's config as JSON (the two-plus-three-epoch multi-task recipe is ``multitask``)."""
+    from latentforge.configs import config_to_dict
+
+    print(json.dumps(config_to_dict(PRESETS[name]()), indent=2))
+
+
+def eval_checkpoint(
+    checkpoint: Path,
+    data: str = "synthetic",
+    split: str = "val",
+    base_model: str | None = None,
+    num_synthetic: int = 16,
+    batch_size: int = 4,
+    max_new_tokens: int = 16,
+) -> None:
+    """Exact-match accuracy of a checkpoint (``LivrModel.save_pretrained`` folder) on a dataset split.
+
+    Args:
+        checkpoint: folder written by training (``<run>/best`` or ``<run>/final``).
+        data: dataset folder with ``<split>.jsonl`` (see livr.data), or ``synthetic``.
+        split: split file name.
+        base_model: hub id or folder overriding the base model recorded in the checkpoint.
+        num_synthetic: number of generated examples when ``data == "synthetic"``.
+        batch_size: examples per generation batch.
+        max_new_tokens: answer length limit.
+    """
+    from livr.data import load_examples, synthetic_counting
+    from livr.evaluate import exact_match
+    from livr.model import LivrModel
+
+    model = LivrModel.from_pretrained(checkpoint, base_model=base_model)
+    examples = (
+        synthetic_counting(num_synthetic, seed=20_000) if data == "synthetic" else load_examples(data, split)
+    )
+    accuracy, _ = exact_match(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    print(json.dumps({"checkpoint": str(checkpoint), "examples": len(examples), "exact_match": accuracy}))
+
+
+def make_tiny(out: Path, backbone: str = "qwen2_5_vl", seed: int = 0) -> None:
+    """Write a tiny random-weight backbone (model, tokenizer, image processor) for CPU runs.
+
+    Args:
+        out: folder to write.
+        backbone: backbone adapter name.
+        seed: weight initialisation seed.
+    """
+    from livr.tiny import make_tiny_backbone
+
+    print(make_tiny_backbone(backbone, out, seed=seed))
+
+
+def params(backbone: str = "qwen2_5_vl", num_latents: int = 16) -> None:
+    """Total and LIVR-trainable parameter counts of a backbone's published config (meta device)."""
+    from livr.params import parameter_counts
+
+    print(json.dumps(parameter_counts(backbone, num_latents=num_latents), indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Latent Implicit Visual Reasoning: latent tokens + bottleneck attention for VLMs."""
-    run_subcommands({"info": info}, description=main.__doc__, argv=argv)
+    run_subcommands(
+        {
+            "info": info,
+            "train": train,
+            "eval": eval_checkpoint,
+            "preset": preset,
+            "make-tiny": make_tiny,
+            "params": params,
+        },
+        description=main.__doc__,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""Trainable-parameter selection, the two-stage trainer, Direct SFT, resume and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from latentforge.runs import read_metrics
+from livr.cli import main as livr_main
+from livr.config import ModelConfig, TrainConfig, tiny_preset
+from livr.data import synthetic_counting
+from livr.model import LivrModel
+from livr.trainer import stages_for, train
+
+
+def tiny_cfg(tiny_backbones, tmp_path, backbone="qwen2_5_vl", **overrides) -> TrainConfig:
+    cfg = tiny_preset()
+    model = dataclasses.replace(cfg.model, backbone=backbone, model_id=tiny_backbones[backbone])
+    return dataclasses.replace(cfg, model=model, runs_root=str(tmp_path / "runs"), **overrides)
+
+
+def effective_embeddings(livr: LivrModel) -> torch.Tensor:
+    rows = livr.base.get_input_embeddings().weight.shape[0]
+    with torch.no_grad():
+        return livr.model.get_input_embeddings()(torch.arange(rows)).clone()
+
+
+def test_only_lora_and_latent_rows_train_and_everything_else_is_bit_identical(tiny_backbones):
+    torch.manual_seed(0)
+    livr = LivrModel.from_backbone(ModelConfig(model_id=tiny_backbones["qwen2_5_vl"], num_latents=4))
+    names = [n for n, _ in livr.trainable_named_parameters()]
+    assert names and all("lora_" in n or "trainable_tokens_delta" in n for n in names)
+    lora_modules = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names if "lora_" in n}
+    assert lora_modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert all("language_model" in n for n in names)  # nothing in the vision tower / projector
+
+    frozen_before = {n: p.detach().clone() for n, p in livr.model.named_parameters() if not p.requires_grad}
+    emb_before = effective_embeddings(livr)
+    lora_before = {n: p.detach().clone() for n, p in livr.trainable_named_parameters()}
+    groups = livr.parameter_groups(0.01)
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+    assert groups[1]["params"] == [livr.latent_parameter()]
+    opt = torch.optim.AdamW(groups, lr=1e-2)
+    livr.train()
+    for ex in synthetic_counting(3):
+        for stage in (1, 2):
+            livr(livr.encode([ex]), stage).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    for n, p in livr.model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, frozen_before[n]), n
+    emb_after = effective_embeddings(livr)
+    others = torch.ones(emb_after.shape[0], dtype=torch.bool)
+    others[livr.latent_ids] = False
+    assert torch.equal(emb_after[others], emb_before[others])
+    assert not torch.equal(emb_after[livr.latent_ids], emb_before[livr.latent_ids])
+    changed = [n for n, p in livr.trainable_named_parameters() if not torch.equal(p, lora_before[n])]
+    assert any("lora_B" in n for n in changed) and any("trainable_tokens" in n for n in changed)
+
+
+def test_stage_plans():
+    cfg = TrainConfig()
+    assert [(s.mask, s.epochs) for s in stages_for(cfg)] == [(1, 4), (2, 6)]
+    sft = dataclasses.replace(cfg, method="direct_sft")
+    assert [(s.mask, s.epochs) for s in stages_for(sft)] == [(2, 10)]
+    multi = TrainConfig(stage1_epochs=2, stage2_epochs=3)
+    assert sum(s.epochs for s in stages_for(dataclasses.replace(multi, method="direct_sft"))) == 5
+
+
+@pytest.mark.parametrize("backbone", ["qwen2_5_vl", "qwen3_vl"])
+def test_two_stage_training_runs_and_the_best_checkpoint_generates(tiny_backbones, tmp_path, backbone):
+    cfg = tiny_cfg(tiny_backbones, tmp_path, backbone, synthetic_train=4, synthetic_val=2)
+    run = train(cfg)
+    rows = read_metrics(run)
+    stages = [r["charts/stage"] for r in rows if "charts/stage" in r]
+    assert stages == [1, 1, 2, 2]  # 4 examples / accumulation 2 = 2 optimizer steps per stage
+    assert sum("eval/val_nll" in r for r in rows) == 2
+    assert all(r["losses/nll"] > 0 for r in rows if "losses/nll" in r)
+    for sub in ("best-stage1", "best-stage2", "best", "final"):
+        assert (run / sub / "livr_config.json").is_file()
+    assert list(run.glob("events.out.tfevents*"))
+    model = LivrModel.from_pretrained(run / "best")
+    answers = model.generate(model.encode(synthetic_counting(2), with_answer=False), max_new_tokens=3)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_direct_sft_uses_no_latents_and_one_causal_stage(tiny_backbones, tmp_path):
+    cfg = tiny_cfg(tiny_backbones, tmp_path, method="direct_sft", synthetic_train=4, synthetic_val=2)
+    run = train(cfg)
+    stages = [r["charts/stage"] for r in read_metrics(run) if "charts/stage" in r]
+    assert stages == [2, 2, 2, 2]  # 1 + 1 epochs in one causal stage
+    meta = json.loads((run / "final" / "livr_config.json").read_text())
+    assert meta["latent_ids"] == [] and meta["model_config"]["num_latents"] == 0
+    assert not (run / "final" / "latents.safetensors").exists()
+
+
+def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_backbones, tmp_path):
+    base = tiny_cfg(tiny_backbones, tmp_path, synthetic_train=6, synthetic_val=1, save_every=1)
+    base = dataclasses.replace(base, model=dataclasses.replace(base.model, lora_dropout=0.05))
+    full = train(dataclasses.replace(base, run_dir=str(tmp_path / "runs/livr/full")))
+    cut = str(tmp_path / "runs/livr/cut")
+    train(dataclasses.replace(base, run_dir=cut, max_steps=2))  # stops inside stage 1, epoch 1
+    resumed = train(dataclasses.replace(base, run_dir=cut))
+
+    def final_state(run):
+        return load_file(str(run / "final" / "adapter" / "adapter_model.safetensors"))
+
+    a, b = final_state(full), final_state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    losses = [r["losses/nll"] for r in read_metrics(full) if "losses/nll" in r]
+    resumed_losses = [r["losses/nll"] for r in read_metrics(resumed) if "losses/nll" in r]
+    assert resumed_losses == losses  # the interrupted log plus the resumed one replay the same steps
+
+
+def test_livr_train_cli_on_a_tiny_backbone(tiny_backbones, tmp_path, capsys):
+    livr_main(
+        [
+            "train",
+            "--model.model-id",
+            tiny_backbones["qwen2_5_vl"],
+            "--model.num-latents",
+            "2",
+            "--stage1-epochs",
+            "1",
+            "--stage2-epochs",
+            "1",
+            "--grad-accum",
+            "2",
+            "--synthetic-train",
+            "2",
+            "--synthetic-val",
+            "1",
+            "--runs-root",
+            str(tmp_path / "runs"),
+            "--exp-name",
+            "cli",
+        ]
+    )
+    run = next((tmp_path / "runs" / "livr").glob("livr__cli__1__*"))
+    assert (run / "metrics.jsonl").is_file() and (run / "final" / "adapter").is_dir()
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["num_latents"] == 2
+    capsys.readouterr()
+    livr_main(["eval", "--checkpoint", str(run / "final"), "--num-synthetic", "2", "--max-new-tokens", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["examples"] == 2 and 0.0 <= result["exact_match"] <= 1.0
+
+
+def test_train_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        livr_main(["train", "--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(TrainConfig):
+        if field.name != "model":
+            assert "--" + field.name.replace("_", "-") in text, field.name
+    for field in dataclasses.fields(ModelConfig):
+        assert "--model." + field.name.replace("_", "-") in text, field.name
