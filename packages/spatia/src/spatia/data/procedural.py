@@ -350,3 +350,30 @@ class ProceduralClips:
             intrinsics=clip.intrinsics[sl],
             extrinsics_w2c=clip.extrinsics_w2c[sl],
         )
+
+
+def sample_surface_points(
+    scene: Scene, frame: int = 0, spacing: float = 0.02
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points on a regular grid over every face of every box at ``frame``, with their texture colours.
+
+    An independent description of the scene's geometry: projecting these points must give
+    the ray-cast frames (the renderer test does exactly that).
+    """
+    points, colors = [], []
+    for box in scene.boxes:
+        lo, hi = box.at(frame)
+        for axis in range(3):
+            others = [a for a in range(3) if a != axis]
+            grids = [
+                torch.arange(float(lo[a]) + spacing / 2, float(hi[a]), spacing, dtype=torch.float64)
+                for a in others
+            ]
+            g0, g1 = torch.meshgrid(*grids, indexing="ij")
+            for side in (lo[axis], hi[axis]):
+                p = torch.empty(g0.numel(), 3, dtype=torch.float64)
+                p[:, others[0]], p[:, others[1]] = g0.flatten(), g1.flatten()
+                p[:, axis] = side
+                points.append(p)
+                colors.append(_texture(box, torch.full((p.shape[0],), axis), p))
+    return torch.cat(points).float(), torch.cat(colors).float()
