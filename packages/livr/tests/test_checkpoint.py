@@ -104,3 +104,12 @@ def test_multi_image_prompts_get_one_placeholder_block_per_image(tiny_backbones)
     assert int((batch.input_ids == image_id).sum()) == 8  # 4 tokens per tiny image
     with torch.no_grad():
         assert torch.isfinite(livr(batch, 1).loss)
+
+
+def test_llava_onevision_1_5_needs_an_explicit_remote_code_opt_in(tmp_path):
+    from livr.backbones.llava_onevision1_5 import RemoteCodeRefused
+
+    # refused before anything is fetched: the folder does not even exist
+    cfg = ModelConfig(backbone="llava_onevision1_5", model_id=str(tmp_path / "absent"))
+    with pytest.raises(RemoteCodeRefused, match=r"--model\.trust-remote-code"):
+        LivrModel.from_backbone(cfg)

@@ -15,7 +15,7 @@ class ModelConfig:
     """Which backbone to wrap and how (latents, LoRA, attention backend)."""
 
     backbone: str = "qwen2_5_vl"
-    """backbone adapter name (``qwen2_5_vl``, ``qwen3_vl``)."""
+    """backbone adapter name (``qwen2_5_vl``, ``qwen3_vl``, ``llava_onevision1_5`` with remote code)."""
     model_id: str | None = None
     """hub id or local folder of the base model; None uses the backbone's default hub id."""
     num_latents: int = 16

@@ -96,14 +96,18 @@ class LivrModel(nn.Module):
                 "attn_implementation='flash_attention_2' keeps only a 2-D padding mask and cannot express the "
                 "LIVR bottleneck; use 'sdpa' or 'eager'"
             )
+        adapter.check_loadable(str(model_id), config.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=config.trust_remote_code)
         tokenizer.padding_side = "left"
         overrides = {
             k: v for k, v in (("min_pixels", config.min_pixels), ("max_pixels", config.max_pixels)) if v
         }
         image_processor = AutoImageProcessor.from_pretrained(model_id, **overrides)
-        model = adapter.model_class.from_pretrained(
-            model_id, dtype=dtype or torch.float32, attn_implementation=config.attn_implementation
+        model = adapter.load_model(
+            str(model_id),
+            dtype=dtype or torch.float32,
+            attn_implementation=config.attn_implementation,
+            trust_remote_code=config.trust_remote_code,
         )
         adapter.check_model(model, str(model_id))
         latent_ids = add_latent_tokens(tokenizer, config.num_latents)

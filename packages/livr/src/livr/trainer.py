@@ -113,7 +113,7 @@ def train(cfg: TrainConfig) -> Path:
         cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else env.device.type == "cuda"
     )
     if grad_ckpt:
-        livr.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        livr.base.activation_checkpointing_enable({"use_reentrant": False})
     if env.world_size > 1:
         from latentforge.distributed import wrap_model
 

@@ -53,6 +53,19 @@ class BackboneAdapter(abc.ABC):
     def image_processor(self, **overrides: Any) -> Any:
         """A local image processor with this backbone's patching (small images for tests)."""
 
+    def check_loadable(self, model_id: str, trust_remote_code: bool) -> None:
+        """Raise before anything is downloaded if ``model_id`` cannot be loaded as asked."""
+        del model_id, trust_remote_code  # native transformers classes load without remote code
+
+    def load_model(
+        self, model_id: str, *, dtype: torch.dtype, attn_implementation: str, trust_remote_code: bool
+    ) -> PreTrainedModel:
+        """Load the base model by hub id or local folder (native classes need no remote code)."""
+        del trust_remote_code
+        return self.model_class.from_pretrained(
+            model_id, dtype=dtype, attn_implementation=attn_implementation
+        )
+
     def num_image_tokens(self, grid_thw: torch.Tensor, merge_size: int) -> int:
         """How many placeholder tokens one image with patch grid ``grid_thw`` expands to."""
         return int(grid_thw.prod()) // (merge_size**2)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from livr.backbones.base import BackboneAdapter
+from livr.backbones.llava_onevision1_5 import LlavaOneVision15Adapter
 from livr.backbones.qwen2_5_vl import Qwen25VLAdapter
 from livr.backbones.qwen3_vl import Qwen3VLAdapter
 
 BACKBONES: dict[str, type[BackboneAdapter]] = {
     Qwen25VLAdapter.name: Qwen25VLAdapter,
     Qwen3VLAdapter.name: Qwen3VLAdapter,
+    LlavaOneVision15Adapter.name: LlavaOneVision15Adapter,
 }
 
 
