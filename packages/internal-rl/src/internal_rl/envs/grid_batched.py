@@ -1,0 +1,351 @@
+"""Gridworld-pinpad for thousands of environments in one torch call, and its batched expert.
+
+Same rules, observation and info as :class:`internal_rl.envs.grid.GridPinpadEnv` (checked
+step for step in the tests), with all state held as ``(num_envs, ...)`` tensors on one device.
+Layouts are drawn with torch's generator, so a seed gives different layouts than the
+gymnasium env; pass ``layouts=`` to :meth:`BatchedGridPinpad.reset` to replay exact ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from internal_rl.envs.grid_paths import UNREACHABLE, neighbour_table
+from internal_rl.envs.tasks import GRID_TASK_SETS, get_task_set
+
+# Termination causes as integers, so that they fit a tensor; names match the gymnasium env's info.
+CAUSES = ("", "success", "wrong_colour", "timeout")
+
+
+class BatchedGridPinpad:
+    """``num_envs`` gridworld-pinpads stepped together.
+
+    :meth:`step` returns ``(obs, reward, terminated, truncated, info)`` tensors. With
+    ``autoreset=True`` finished envs are reset within the same call: the returned ``obs`` is
+    then the new episode's first observation and ``info["final_obs"]`` the last one of the
+    finished episode (gymnasium's SAME_STEP convention).
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        task_set: str = "pretrain",
+        *,
+        size: int = 7,
+        num_colours: int = 8,
+        num_walls: int = 4,
+        horizon: int = 100,
+        require_solvable: bool = True,
+        autoreset: bool = False,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        max_draws: int = 1000,
+    ):
+        self.max_draws = max_draws
+        self.num_envs, self.size, self.num_colours, self.num_walls = num_envs, size, num_colours, num_walls
+        self.horizon, self.require_solvable, self.autoreset = horizon, require_solvable, autoreset
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        tasks = get_task_set(GRID_TASK_SETS, task_set)
+        self.task_set = task_set
+        longest = max(len(t) for t in tasks)
+        self.tasks = torch.full((len(tasks), longest), -1, dtype=torch.long, device=self.device)
+        for k, task in enumerate(tasks):
+            self.tasks[k, : len(task)] = torch.tensor(task)
+        self.task_lengths = torch.tensor([len(t) for t in tasks], device=self.device)
+        self.num_cells = size * size
+        self.channels = num_colours + num_walls + 1
+        self.obs_dim = self.num_cells * self.channels
+        self.table = torch.as_tensor(neighbour_table(size), device=self.device)
+        self._moves = self.table != torch.arange(self.num_cells, device=self.device)[:, None]
+        n, c = num_envs, self.num_cells
+        long = dict(dtype=torch.long, device=self.device)
+        self.colour_cells = torch.zeros(n, num_colours, **long)
+        self.wall_cells = torch.zeros(n, num_walls, **long)
+        self.colour_at = torch.full((n, c), -1, **long)
+        self.wall = torch.zeros(n, c, dtype=torch.bool, device=self.device)
+        self.agent = torch.zeros(n, **long)
+        self.start = torch.zeros(n, **long)
+        self.task_ids = torch.zeros(n, **long)
+        self.progress = torch.zeros(n, **long)
+        self.t = torch.zeros(n, **long)
+        self._static_obs = torch.zeros(n, self.obs_dim, device=self.device)
+
+    # -- layouts ---------------------------------------------------------------------------
+    def _draw(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        keys = torch.rand(count, self.num_cells, generator=self.generator, device=self.device)
+        cells = keys.argsort(dim=1)[:, : self.num_colours + self.num_walls + 1]
+        o, w = self.num_colours, self.num_walls
+        return cells[:, :o], cells[:, o : o + w], cells[:, -1]
+
+    def _place(
+        self, ids: torch.Tensor, colours: torch.Tensor, walls: torch.Tensor, agent: torch.Tensor
+    ) -> None:
+        self.colour_cells[ids], self.wall_cells[ids] = colours, walls
+        self.agent[ids], self.start[ids] = agent, agent
+        colour_at = torch.full((len(ids), self.num_cells), -1, dtype=torch.long, device=self.device)
+        colour_at.scatter_(1, colours, torch.arange(self.num_colours, device=self.device).expand_as(colours))
+        self.colour_at[ids] = colour_at
+        wall = torch.zeros(len(ids), self.num_cells, dtype=torch.bool, device=self.device)
+        wall.scatter_(1, walls, True)
+        self.wall[ids] = wall
+        static = torch.zeros(len(ids), self.num_cells, self.channels, device=self.device)
+        rows = torch.arange(len(ids), device=self.device)[:, None]
+        static[rows, colours, torch.arange(self.num_colours, device=self.device)] = 1.0
+        static[rows, walls, self.num_colours + torch.arange(self.num_walls, device=self.device)] = 1.0
+        self._static_obs[ids] = static.reshape(len(ids), -1)
+
+    def reset(
+        self,
+        env_ids: torch.Tensor | None = None,
+        *,
+        task_ids: torch.Tensor | None = None,
+        layouts: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Start new episodes for ``env_ids`` (all by default) and return every env's observation.
+
+        ``layouts`` (keys ``colour_cells``, ``wall_cells``, ``agent_cell``, one row per reset env)
+        fixes the layouts instead of drawing them.
+        """
+        ids = torch.arange(self.num_envs, device=self.device) if env_ids is None else env_ids.to(self.device)
+        if task_ids is None:
+            task_ids = torch.randint(
+                len(self.tasks), (len(ids),), generator=self.generator, device=self.device
+            )
+        self.task_ids[ids] = task_ids.to(self.device)
+        self.progress[ids] = 0
+        self.t[ids] = 0
+        if layouts is not None:
+            as_t = lambda k: torch.as_tensor(np.asarray(layouts[k]), dtype=torch.long, device=self.device)  # noqa: E731
+            self._place(ids, as_t("colour_cells"), as_t("wall_cells"), as_t("agent_cell").reshape(-1))
+        else:
+            pending = ids
+            for _ in range(self.max_draws):
+                self._place(pending, *self._draw(len(pending)))
+                if not self.require_solvable:
+                    break
+                pending = pending[self.shortest_task_lengths(pending) > self.horizon]
+                if not len(pending):
+                    break
+            else:
+                raise RuntimeError(
+                    f"no solvable layout within horizon {self.horizon} in {self.max_draws} draws"
+                )
+        return self.observe()
+
+    def observe(self) -> torch.Tensor:
+        obs = self._static_obs.clone()
+        rows = torch.arange(self.num_envs, device=self.device)
+        obs[rows, self.agent * self.channels + self.channels - 1] = 1.0
+        return obs
+
+    # -- shortest paths --------------------------------------------------------------------
+    def distance_fields(self, ids: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+        """(len(ids), cells) BFS moves to ``colours``' cells avoiding walls and other colours."""
+        m, g = len(ids), self.size
+        targets = self.colour_cells[ids].gather(1, colours[:, None])
+        passable = (~self.wall[ids] & (self.colour_at[ids] < 0)).view(m, g, g)
+        # Relax on a grid padded with UNREACHABLE so the four neighbours are plain shifted views.
+        dist = torch.full((m, g + 2, g + 2), UNREACHABLE, dtype=torch.int32, device=self.device)
+        inner = dist[:, 1:-1, 1:-1]
+        flat = torch.full((m, g * g), UNREACHABLE, dtype=torch.int32, device=self.device)
+        flat.scatter_(1, targets, 0)
+        inner.copy_(flat.view(m, g, g))
+        while True:
+            around = torch.minimum(
+                torch.minimum(dist[:, :-2, 1:-1], dist[:, 2:, 1:-1]),
+                torch.minimum(dist[:, 1:-1, :-2], dist[:, 1:-1, 2:]),
+            )
+            new = torch.where(passable, torch.minimum(inner, around + 1), inner)
+            if torch.equal(new, inner):
+                return inner.reshape(m, g * g).long()
+            inner.copy_(new)
+
+    def action_costs(self, ids: torch.Tensor, dist: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """(len(ids), 4) moves to the target when taking each action from ``cells`` first."""
+        nxt = self.table[cells]
+        cost = dist.gather(1, nxt) + 1
+        return torch.where(self._moves[cells], cost.clamp(max=UNREACHABLE), UNREACHABLE)
+
+    def shortest_task_lengths(self, ids: torch.Tensor) -> torch.Tensor:
+        """Fewest moves solving each env's whole task from its start (>= ``UNREACHABLE`` if impossible)."""
+        total = torch.zeros(len(ids), dtype=torch.long, device=self.device)
+        cells = self.start[ids].clone()
+        tasks = self.tasks[self.task_ids[ids]]
+        for k in range(self.tasks.shape[1]):
+            active = tasks[:, k] >= 0
+            if not active.any():
+                break
+            sub = ids[active]
+            colours = tasks[active, k]
+            dist = self.distance_fields(sub, colours)
+            leg = self.action_costs(sub, dist, cells[active]).amin(dim=1)
+            total[active] += leg
+            cells[active] = self.colour_cells[sub].gather(1, colours[:, None]).squeeze(1)
+        return total
+
+    # -- dynamics --------------------------------------------------------------------------
+    def next_colours(self) -> torch.Tensor:
+        """(N,) colour each env must enter next (-1 once its task is done)."""
+        index = self.progress.clamp(max=self.tasks.shape[1] - 1)
+        colour = self.tasks[self.task_ids].gather(1, index[:, None]).squeeze(1)
+        return torch.where(self.progress < self.task_lengths[self.task_ids], colour, -1)
+
+    def _info(self) -> dict[str, torch.Tensor]:
+        nxt = self.next_colours()
+        return {
+            "task_id": self.task_ids.clone(),
+            "subgoal": torch.where(nxt >= 0, nxt // 2, -1),
+            "next_colour": nxt,
+            "colours_visited": self.progress.clone(),
+            "subgoals_completed": self.progress // 2,
+            "success": self.progress >= self.task_lengths[self.task_ids],
+        }
+
+    def step(self, actions: torch.Tensor):
+        actions = actions.to(self.device, torch.long)
+        target = self.next_colours()
+        nxt = self.table[self.agent, actions]
+        nxt = torch.where(self.wall.gather(1, nxt[:, None]).squeeze(1), self.agent, nxt)
+        moved = nxt != self.agent
+        self.agent = nxt
+        self.t += 1
+        colour = self.colour_at.gather(1, nxt[:, None]).squeeze(1)
+        entered = moved & (colour >= 0)
+        correct = entered & (colour == target)
+        self.progress += correct.long()
+        success = correct & (self.progress == self.task_lengths[self.task_ids])
+        wrong = entered & ~correct
+        terminated = success | wrong
+        truncated = ~terminated & (self.t >= self.horizon)
+        cause = torch.zeros_like(self.t)
+        cause[success], cause[wrong], cause[truncated] = 1, 2, 3
+        obs = self.observe()
+        info = self._info()
+        info["termination_cause"] = cause
+        if self.autoreset:
+            done = (terminated | truncated).nonzero().squeeze(1)
+            info["final_obs"] = obs
+            if len(done):
+                obs = self.reset(done)
+        return obs, success.float(), terminated, truncated, info
+
+
+class BatchedGridExpert:
+    """The shortest-path DP expert of :class:`internal_rl.experts.GridExpert`, for a batched env."""
+
+    def __init__(self, env: BatchedGridPinpad, *, epsilon: float = 0.0, seed: int = 0):
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        self.env, self.epsilon = env, epsilon
+        self.generator = torch.Generator(device=env.device).manual_seed(seed)
+        self._dist = torch.zeros(env.num_envs, env.num_cells, dtype=torch.long, device=env.device)
+        self._key = torch.full((env.num_envs, 3), -1, dtype=torch.long, device=env.device)
+
+    def action_costs(self) -> torch.Tensor:
+        env = self.env
+        target = env.next_colours()
+        key = torch.stack([target, env.progress, env.start], dim=1)
+        stale = ((key != self._key).any(dim=1) & (target >= 0)).nonzero().squeeze(1)
+        if len(stale):
+            self._dist[stale] = env.distance_fields(stale, target[stale])
+            self._key[stale] = key[stale]
+        ids = torch.arange(env.num_envs, device=env.device)
+        return env.action_costs(ids, self._dist, env.agent)
+
+    def act(self) -> torch.Tensor:
+        env = self.env
+        costs = self.action_costs()
+        noise = torch.rand(costs.shape, generator=self.generator, device=env.device)
+        # Integer costs plus noise in [0, 1): argmin picks uniformly among the tied optimal moves.
+        actions = (costs.float() + noise).argmin(dim=1)
+        if self.epsilon > 0:
+            nxt = env.table[env.agent]
+            noop = ~env._moves[env.agent] | env.wall.gather(1, nxt)
+            # A random move may not fail the task nor strand the agent behind the colour it stands on.
+            safe = noop | (costs < UNREACHABLE)
+            pick = torch.where(
+                safe, torch.rand(safe.shape, generator=self.generator, device=env.device), -1.0
+            )
+            explore = torch.rand(env.num_envs, generator=self.generator, device=env.device) < self.epsilon
+            actions = torch.where(explore, pick.argmax(dim=1), actions)
+        return actions
+
+
+def generate_grid_trajectories(
+    task_set: str = "pretrain",
+    num_episodes: int = 1024,
+    *,
+    seed: int = 0,
+    epsilon: float = 0.0,
+    num_envs: int = 256,
+    device: str | torch.device = "cpu",
+    **env_kwargs: Any,
+):
+    """Expert episodes from the batched env, ``num_envs`` fresh episodes per wave."""
+    from internal_rl.data import Trajectories
+    from internal_rl.envs import GRID_ID
+
+    num_envs = max(1, min(num_envs, num_episodes))
+    env = BatchedGridPinpad(num_envs, task_set, device=device, seed=seed, **env_kwargs)
+    expert = BatchedGridExpert(env, epsilon=epsilon, seed=seed + 1)
+    waves: list[dict[str, torch.Tensor]] = []
+    collected = 0
+    while collected < num_episodes:
+        obs = env.reset()
+        layouts = {
+            "colour_cells": env.colour_cells.clone(),
+            "wall_cells": env.wall_cells.clone(),
+            "agent_cell": env.agent.clone(),
+        }
+        observations, actions, subgoals = [obs], [], []
+        info = env._info()
+        alive = torch.ones(num_envs, dtype=torch.bool, device=env.device)
+        lengths = torch.zeros(num_envs, dtype=torch.long, device=env.device)
+        while alive.any():
+            subgoals.append(torch.where(alive, info["subgoal"], -1))
+            action = expert.act()
+            obs, _, terminated, truncated, info = env.step(action)
+            actions.append(torch.where(alive, action, -1))
+            observations.append(torch.where(alive[:, None], obs, 0.0))
+            lengths += alive.long()
+            alive &= ~(terminated | truncated)
+        waves.append(
+            {
+                "observations": torch.stack(observations, 1).cpu(),
+                "actions": torch.stack(actions, 1).cpu(),
+                "subgoals": torch.stack(subgoals, 1).cpu(),
+                "lengths": lengths.cpu(),
+                "task_ids": env.task_ids.clone().cpu(),
+                "success": info["success"].cpu(),
+                **{f"layout.{k}": v.cpu() for k, v in layouts.items()},
+            }
+        )
+        collected += num_envs
+    t = max(w["actions"].shape[1] for w in waves)
+
+    def cat(key: str, pad: float) -> torch.Tensor:
+        parts = []
+        for w in waves:
+            x = w[key]
+            if x.ndim >= 2 and key in ("observations", "actions", "subgoals"):
+                extra = t + (key == "observations") - x.shape[1]
+                x = torch.cat([x, torch.full((x.shape[0], extra, *x.shape[2:]), pad, dtype=x.dtype)], 1)
+            parts.append(x)
+        return torch.cat(parts)[:num_episodes]
+
+    trajectories = Trajectories(
+        env_id=GRID_ID,
+        observations=cat("observations", 0.0),
+        actions=cat("actions", -1),
+        lengths=cat("lengths", 0),
+        subgoals=cat("subgoals", -1),
+        task_ids=cat("task_ids", 0),
+        success=cat("success", 0),
+        task_set=task_set,
+        layouts={k: cat(f"layout.{k}", 0) for k in ("colour_cells", "wall_cells", "agent_cell")},
+    )
+    return trajectories[:]  # trims the padding of episodes dropped from the last wave

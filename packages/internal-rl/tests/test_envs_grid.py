@@ -1,0 +1,162 @@
+"""Gridworld-pinpad: gymnasium contract, the paper's rules, and the batched torch twin."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from internal_rl.envs import GRID_ID, register_envs
+from internal_rl.envs.grid import GridLayout, GridPinpadEnv
+from internal_rl.envs.grid_batched import CAUSES, BatchedGridPinpad
+
+register_envs()
+
+
+def cell(r: int, c: int) -> int:
+    return r * 7 + c
+
+
+def make_layout(agent: int) -> GridLayout:
+    # Colours 0..7 on row 0; walls at (3, 0..3); agent somewhere else.
+    return GridLayout(
+        colour_cells=np.array([cell(0, c) for c in range(7)] + [cell(6, 6)]),
+        wall_cells=np.array([cell(3, c) for c in range(4)]),
+        agent_cell=agent,
+    )
+
+
+@pytest.mark.parametrize("task_set", ["pretrain", "posttrain"])
+def test_check_env_passes(task_set):
+    env = gym.make(GRID_ID, task_set=task_set, render_mode="rgb_array")
+    check_env(env.unwrapped)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (637,) and obs.dtype == np.float32
+    # one object or wall per occupied cell, plus the agent
+    assert obs.sum() == 8 + 4 + 1
+    frame = env.render()
+    assert frame.shape == (7 * 24, 7 * 24, 3) and frame.dtype == np.uint8
+
+
+def test_seeded_reset_is_deterministic_and_layout_changes_per_episode():
+    env = GridPinpadEnv()
+    a, _ = env.reset(seed=3)
+    b, _ = env.reset(seed=3)
+    c, _ = env.reset()
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_walls_and_border_are_noops_and_time_limit_truncates():
+    env = GridPinpadEnv(horizon=5)
+    env.reset(seed=0, options={"task_id": 0, "layout": make_layout(cell(4, 0))})
+    _, _, term, trunc, info = env.step(0)  # up into the wall at (3, 0)
+    assert env.agent_cell == cell(4, 0) and not term and not trunc
+    env.step(3)  # left: border
+    assert env.agent_cell == cell(4, 0)
+    for _ in range(2):
+        env.step(2)
+    _, reward, term, trunc, info = env.step(2)  # 5th step, down off the bottom border (6,0) -> no-op
+    assert trunc and not term and reward == 0.0 and info["termination_cause"] == "timeout"
+
+
+def test_wrong_colour_terminates_and_success_pays_one():
+    env = GridPinpadEnv(task_set="pretrain")
+    # Task 0 is 0-1-4-5-0-1; colours sit on row 0, the agent below colour 0.
+    env.reset(seed=0, options={"task_id": 0, "layout": make_layout(cell(1, 0))})
+    _, r, term, _, info = env.step(0)  # enter colour 0
+    assert not term and r == 0 and info["colours_visited"] == 1 and info["subgoal"] == 0
+    _, r, term, _, info = env.step(1)  # colour 1
+    assert not term and info["subgoals_completed"] == 1 and info["subgoal"] == 2 and info["next_colour"] == 4
+    _, r, term, trunc, info = env.step(1)  # colour 2 is not next
+    assert (
+        term and not trunc and r == 0 and info["termination_cause"] == "wrong_colour" and not info["success"]
+    )
+
+    env.reset(seed=0, options={"task_id": 0, "layout": make_layout(cell(1, 0))})
+    # 0, 1, then along row 1 to 4, 5, back along row 1 to 0, 1
+    path = [0, 1, 2, 1, 1, 1, 0, 1, 2, 3, 3, 3, 3, 3, 0, 1]
+    rewards, info = [], {}
+    for a in path:
+        _, r, term, _, info = env.step(a)
+        rewards.append(r)
+        if term:
+            break
+    assert (
+        info["termination_cause"] == "success"
+        and info["success"]
+        and rewards[-1] == 1.0
+        and sum(rewards) == 1.0
+    )
+
+
+def test_visit_needs_entering_from_another_cell():
+    env = GridPinpadEnv()
+    env.reset(seed=0, options={"task_id": 0, "layout": make_layout(cell(1, 0))})
+    env.step(0)  # on colour 0 at the top border
+    _, _, term, _, info = env.step(0)  # bump the border: staying does not count again
+    assert not term and info["colours_visited"] == 1
+
+
+def test_sync_vector_env_runs():
+    envs = gym.make_vec(GRID_ID, num_envs=3, vectorization_mode="sync", task_set="pretrain")
+    obs, _ = envs.reset(seed=1)
+    assert obs.shape == (3, 637)
+    for _ in range(30):
+        obs, *_, info = envs.step(envs.action_space.sample())
+    assert obs.shape == (3, 637) and "subgoal" in info
+    envs.close()
+
+
+@pytest.mark.parametrize("task_set", ["pretrain", "posttrain"])
+def test_batched_matches_gymnasium_step_for_step(task_set):
+    n = 32
+    gyms = [GridPinpadEnv(task_set=task_set) for _ in range(n)]
+    infos = [e.reset(seed=100 + i)[1] for i, e in enumerate(gyms)]
+    batched = BatchedGridPinpad(n, task_set)
+    layouts = {
+        k: np.stack([np.asarray(i[k]) for i in infos]) for k in ("colour_cells", "wall_cells", "agent_cell")
+    }
+    obs = batched.reset(task_ids=torch.tensor([i["task_id"] for i in infos]), layouts=layouts)
+    assert torch.equal(obs, torch.as_tensor(np.stack([e._observe() for e in gyms])))
+    rng = np.random.default_rng(0)
+    alive = np.ones(n, dtype=bool)
+    checked = 0
+    for _ in range(100):
+        actions = rng.integers(4, size=n)
+        b_obs, b_rew, b_term, b_trunc, b_info = batched.step(torch.as_tensor(actions))
+        for i in np.flatnonzero(alive):
+            o, r, term, trunc, info = gyms[i].step(int(actions[i]))
+            assert np.array_equal(o, b_obs[i].numpy())
+            assert (r, term, trunc) == (b_rew[i].item(), b_term[i].item(), b_trunc[i].item())
+            for key in ("subgoal", "next_colour", "colours_visited", "subgoals_completed", "success"):
+                assert info[key] == b_info[key][i].item(), key
+            assert info["termination_cause"] == CAUSES[b_info["termination_cause"][i]]
+            checked += 1
+            alive[i] = not (term or trunc)
+        if not alive.any():
+            break
+    assert checked > n  # several steps per env were compared
+
+
+def test_batched_autoreset_returns_final_obs_and_starts_new_episodes():
+    env = BatchedGridPinpad(64, autoreset=True, seed=1, horizon=10, require_solvable=False)
+    env.reset()
+    finished = 0
+    for _ in range(25):
+        obs, _, term, trunc, info = env.step(torch.randint(4, (64,)))
+        done = term | trunc
+        finished += int(done.sum())
+        assert (env.t[done] == 0).all() and (env.progress[done] == 0).all()
+        assert torch.equal(obs[~done], info["final_obs"][~done])
+        assert torch.equal(obs, env.observe())
+    assert finished >= 64  # the horizon alone ends every episode at least twice in 25 steps
+
+
+def test_batched_layouts_are_distinct_cells_and_solvable():
+    env = BatchedGridPinpad(256, "posttrain", seed=2)
+    env.reset()
+    cells = torch.cat([env.colour_cells, env.wall_cells, env.agent[:, None]], 1)
+    assert all(len(set(row.tolist())) == 13 for row in cells)
+    assert (env.shortest_task_lengths(torch.arange(256)) <= 100).all()
