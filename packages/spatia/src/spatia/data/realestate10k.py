@@ -128,8 +128,12 @@ def load_frames(
     *,
     height: int | None = None,
     width: int | None = None,
+    fps: float | None = None,
 ) -> torch.Tensor:
-    """Frames at ``timestamps_us`` from an image folder or a video file, ``(N, 3, H, W)`` in [0, 1]."""
+    """Frames at ``timestamps_us`` from an image folder or a video file, ``(N, 3, H, W)`` in [0, 1].
+
+    ``fps`` overrides the video's own frame rate when mapping timestamps to frames.
+    """
     import imageio.v3 as iio
 
     source = Path(source)
@@ -150,7 +154,7 @@ def load_frames(
         import imageio.v2 as iio2
 
         with iio2.get_reader(source, format="FFMPEG") as reader:
-            fps = reader.get_meta_data().get("fps")
+            fps = fps or reader.get_meta_data().get("fps")
             if not fps:
                 raise ValueError(
                     f"{source}: the video reports no frame rate, cannot map timestamps to frames"
