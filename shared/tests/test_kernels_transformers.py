@@ -133,3 +133,105 @@ def test_bad_calls_raise():
         model(IDS[:, :8], roles=ROLES, stage=1)
     with pytest.raises(ValueError, match="unknown stage"), bottleneck_roles(ROLES, "full"):
         pass
+
+
+def tiny_qwen2_5_vl():
+    cfg = transformers.Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": 128,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 32,
+            "fullatt_block_indexes": [0],
+            "window_size": 112,
+        },
+        image_token_id=100,
+        video_token_id=101,
+        vision_start_token_id=102,
+        vision_end_token_id=103,
+    )
+    torch.manual_seed(0)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model.set_attn_implementation({"text_config": NAME, "vision_config": "sdpa"})
+    return model
+
+
+# One 4x4-patch image (4 merged tokens) between <vision_start>/<vision_end>, prompt, 2 latents, 2 answer tokens.
+VL_IDS = torch.tensor([[3, 4, 102, 100, 100, 100, 100, 103, 5, 6, 110, 111, 9, 10]])
+VL_ROLES = torch.tensor([[P, P, P, IMG, IMG, IMG, IMG, P, P, P, L, L, A, A]])
+VL_TYPES = (VL_IDS == 100).int()
+VL_GRID = torch.tensor([[1, 4, 4]])
+
+
+def vl_pixels(seed=0):
+    return torch.randn(16, 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(seed))
+
+
+def test_qwen2_5_vl_registry_keeps_mrope_and_matches_dense_mask():
+    model = tiny_qwen2_5_vl()
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    common = {"input_ids": VL_IDS, "pixel_values": vl_pixels(), "image_grid_thw": VL_GRID}
+    out = model(**common, mm_token_type_ids=VL_TYPES, roles=VL_ROLES, stage=1).logits
+    ref = transformers.Qwen2_5_VLForConditionalGeneration(model.config).eval()
+    ref.load_state_dict(model.state_dict())
+    ref.set_attn_implementation("sdpa")
+    pos, _ = model.model.get_rope_index(VL_IDS, VL_TYPES, VL_GRID)
+    assert not torch.equal(pos[0], pos[1])  # real 3-D positions, not 1-D text positions
+    dense = ref(
+        **common, mm_token_type_ids=VL_TYPES, position_ids=pos, attention_mask=bottleneck_mask(VL_ROLES, 1)
+    )
+    torch.testing.assert_close(out, dense.logits, atol=1e-5, rtol=1e-5)
+    # Why livr uses the registry: a 4-D mask alone reaches get_rope_index, which expects a 2-D padding mask.
+    with pytest.raises(IndexError):
+        ref(**common, mm_token_type_ids=VL_TYPES, attention_mask=bottleneck_mask(VL_ROLES, 1))
+
+
+def test_qwen2_5_vl_image_reaches_prompt_only_through_latents_and_generate_works():
+    model = tiny_qwen2_5_vl()
+    common = {"image_grid_thw": VL_GRID, "mm_token_type_ids": VL_TYPES}
+    a = model(input_ids=VL_IDS, pixel_values=vl_pixels(0), roles=VL_ROLES, stage=1, **common).logits[0]
+    b = model(input_ids=VL_IDS, pixel_values=vl_pixels(1), roles=VL_ROLES, stage=1, **common).logits[0]
+    changed = ~torch.isclose(a, b, atol=1e-6).all(-1)
+    assert not changed[7:10].any() and changed[10:12].all()  # post-image prompt blind, latents see it
+
+    with bottleneck_roles(VL_ROLES, 1):
+        gen = model.generate(
+            input_ids=VL_IDS,
+            pixel_values=vl_pixels(),
+            attention_mask=torch.ones_like(VL_IDS),
+            max_new_tokens=3,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **common,
+        )
+    for step, logits in enumerate(gen.logits):
+        n = VL_IDS.shape[1] + step
+        roles = torch.cat([VL_ROLES, torch.full((1, step), A)], dim=1)
+        types = torch.cat([VL_TYPES, torch.zeros(1, step, dtype=VL_TYPES.dtype)], dim=1)
+        kw = {
+            "pixel_values": vl_pixels(),
+            "image_grid_thw": VL_GRID,
+            "mm_token_type_ids": types,
+            "use_cache": False,
+        }
+        expect = model(input_ids=gen.sequences[:, :n], roles=roles, stage=1, **kw).logits[:, -1]
+        torch.testing.assert_close(logits, expect, atol=1e-5, rtol=1e-5)
+        unmasked = model(input_ids=gen.sequences[:, :n], roles=roles, stage=2, **kw).logits[:, -1]
+        assert not torch.allclose(logits, unmasked, atol=1e-4)

@@ -20,7 +20,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import flex_attention
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from latentforge.kernels.bottleneck_mask import bottleneck_block_mask, bottleneck_mask
 from latentforge.kernels.roles import parse_stage, validate_roles
@@ -85,14 +85,34 @@ def bottleneck_attention(
     validate_roles(roles, st, seq_len=k.shape[2])
     if roles.shape[0] != q.shape[0]:
         raise ValueError(f"roles batch {roles.shape[0]} != q batch {q.shape[0]}")
-    gqa = q.shape[1] != k.shape[1]
     which = resolve_backend(backend, q.device)
     if which == "reference":
-        mask = bottleneck_mask(roles, st, query_length=q.shape[2])
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+        return reference_attention(q, k, v, bottleneck_mask(roles, st, query_length=q.shape[2]), scale)
     if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise RuntimeError("backend='flex' has no backward on CPU in PyTorch; use backend='reference' there")
-    block_mask = bottleneck_block_mask(roles, st, query_length=q.shape[2])
+    return flex_bottleneck_attention(
+        q, k, v, bottleneck_block_mask(roles, st, query_length=q.shape[2]), scale
+    )
+
+
+def reference_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float | None = None
+) -> torch.Tensor:
+    """SDPA with a dense boolean mask (the ``reference`` backend once the mask exists; used by the benchmark)."""
+    if q.shape[1] != k.shape[1] and q.device.type == "cuda":
+        # SDPA's fused GPU kernels do not all take enable_gqa together with a mask; repeating the k/v heads
+        # keeps the memory-efficient kernel instead of the math fallback that materialises the scores.
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    gqa = q.shape[1] != k.shape[1]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def flex_bottleneck_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask, scale: float | None = None
+) -> torch.Tensor:
+    """flex_attention with a prebuilt BlockMask (the ``flex`` backend once the mask exists)."""
+    gqa = q.shape[1] != k.shape[1]
     if q.device.type == "cuda":
         return _compiled_flex()(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
     with warnings.catch_warnings():

@@ -21,9 +21,12 @@ against transformers 5.24:
   :func:`~latentforge.kernels.bottleneck_mask` (with ``"sdpa"``/``"eager"``) or a ``BlockMask`` from
   :func:`~latentforge.kernels.bottleneck_block_mask` (with ``"flex_attention"``). ``create_causal_mask``
   passes such masks through unchanged, which is fine for text-only LMs and teacher-forced training. But
-  Qwen2.5-VL's ``get_rope_index`` / ``compute_3d_position_ids`` read the 2-D ``attention_mask`` to place the
-  multimodal RoPE positions (``attention_mask[b].bool()`` indexing, ``cumsum``); a 4-D mask or BlockMask breaks
-  them. With the registry the 2-D padding mask stays 2-D, so mRoPE keeps working.
+  Qwen2.5-VL's ``compute_3d_position_ids`` / ``get_rope_index`` read the 2-D ``attention_mask`` to place the
+  multimodal RoPE positions (``attention_mask[b].bool()`` indexing, ``cumsum`` while decoding); given a 4-D
+  mask they raise ``IndexError`` (tested), so that route also needs hand-computed ``position_ids``. With the
+  registry the 2-D padding mask stays 2-D and mRoPE works unchanged, in ``forward`` and in ``generate``
+  (tested on a tiny Qwen2.5-VL). Note that transformers 5.24 computes 3-D positions only when
+  ``mm_token_type_ids`` (1 at image tokens) is passed; without it the text positions are silently 1-D.
 - Generation: with a KV cache the queries are only the newest positions. The 4-D-mask route would need a new
   mask, sized to the grown cache, at every step, which ``generate`` does not do. Here the function sees the
   query and key lengths of each call, aligns queries to the *last* positions (DynamicCache, generate's

@@ -1,0 +1,284 @@
+"""Benchmark the latentforge.kernels backends and write ``<out>/<device>.json`` and ``<out>/<device>.md``.
+
+    python tools/bench.py --out benchmarks/results            # full sizes on CUDA, reduced sizes on CPU
+    python tools/bench.py --out benchmarks/results --quick    # seconds-long smoke run
+
+Attention: LIVR-like role layouts (prompt, an image block of 25% or 60% of the sequence, prompt, K=16 latents,
+answer), stage 1, 16 query / 2 key-value heads, head dim 128 (Qwen2.5-VL-3B's attention shape), batch 1;
+bf16 on CUDA, fp32 on CPU. The kernels are timed with their masks prebuilt (a model builds the mask once per
+batch and reuses it in every layer); mask construction is timed separately. TFLOP/s count only unmasked
+work: 4*D FLOPs per allowed (query, key) pair and head forward, 3.5x that for forward+backward.
+
+Projection: points into 16 and 81 cameras at 256x256 and 512x512, radius 0, 3 colour channels.
+
+On CPU the full sizes take far too long (and flex has no CPU backward, fused projection no CPU kernel), so
+the CPU run uses smaller sizes, marked ``reduced: true``. Every row carries its speed-up over ``reference``
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from latentforge.kernels import Role, bottleneck_block_mask, bottleneck_mask, project_points
+from latentforge.kernels.bottleneck_attention import flex_bottleneck_attention, reference_attention
+
+HQ, HKV, HEAD_DIM, LATENTS = 16, 2, 128, 16
+
+
+def device_slug(device: torch.device) -> str:
+    if device.type != "cuda":
+        return device.type
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def timeit(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
+    """Median milliseconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _forward(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    with torch.no_grad():
+        fn(q, k, v)
+
+
+def _forward_backward(
+    fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grad: torch.Tensor
+) -> None:
+    fn(q, k, v).backward(grad)
+
+
+def _project(points, colors, ks, es, size: int, backend: str) -> None:
+    with torch.no_grad():
+        project_points(points, colors, ks, es, size, size, backend=backend)
+
+
+def livr_roles(seq: int, image_frac: float, device: torch.device) -> torch.Tensor:
+    n_img = int(seq * image_frac)
+    pre = max(1, seq // 20)
+    post = max(1, seq // 20)
+    answer = seq - pre - n_img - post - LATENTS
+    roles = [Role.PROMPT] * pre + [Role.IMAGE] * n_img + [Role.PROMPT] * post + [Role.LATENT] * LATENTS
+    roles += [Role.ANSWER] * answer
+    return torch.tensor([roles], dtype=torch.long, device=device)
+
+
+def bench_attention(device: torch.device, quick: bool) -> list[dict]:
+    cuda = device.type == "cuda"
+    if quick:
+        seqs, iters = [256, 512], 2
+    else:
+        seqs, iters = ([1024, 4096, 16384], 10) if cuda else ([512, 1024, 2048], 3)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    rows = []
+    for seq in seqs:
+        for frac in (0.25, 0.6):
+            roles = livr_roles(seq, frac, device)
+            t_dense = timeit(lambda roles=roles: bottleneck_mask(roles, 1), device, 1, iters)
+            t_block = timeit(lambda roles=roles: bottleneck_block_mask(roles, 1), device, 1, iters)
+            mask = bottleneck_mask(roles, 1)
+            block = bottleneck_block_mask(roles, 1)
+            allowed = int(mask.sum())
+            fwd_flops = 4 * HEAD_DIM * HQ * allowed
+            g = torch.Generator(device=device).manual_seed(0)
+            q = torch.randn(1, HQ, seq, HEAD_DIM, device=device, dtype=dtype, generator=g)
+            k = torch.randn(1, HKV, seq, HEAD_DIM, device=device, dtype=dtype, generator=g)
+            v = torch.randn(1, HKV, seq, HEAD_DIM, device=device, dtype=dtype, generator=g)
+            base = {"seq": seq, "image_frac": frac, "density": allowed / seq**2, "dtype": str(dtype)[6:]}
+            backends = {
+                "reference": (lambda q, k, v, m=mask: reference_attention(q, k, v, m), t_dense),
+                "flex": (lambda q, k, v, b=block: flex_bottleneck_attention(q, k, v, b), t_block),
+            }
+            ref_ms = {}
+            for mode in ("fwd", "fwd+bwd"):
+                for name, (fn, t_mask) in backends.items():
+                    row = {**base, "backend": name, "mode": mode, "mask_build_ms": round(t_mask, 3)}
+                    if mode == "fwd+bwd" and name == "flex" and not cuda:
+                        rows.append({**row, "ms": None, "note": "flex has no CPU backward"})
+                        continue
+                    if mode == "fwd":
+                        run, flops = functools.partial(_forward, fn, q, k, v), fwd_flops
+                    else:
+                        qg, kg, vg = (t.detach().clone().requires_grad_() for t in (q, k, v))
+                        run = functools.partial(_forward_backward, fn, qg, kg, vg, torch.randn_like(q))
+                        flops = 3.5 * fwd_flops
+                    ms = timeit(run, device, warmup=2 if cuda else 1, iters=iters)
+                    ref_ms.setdefault(mode, ms)
+                    rows.append(
+                        {
+                            **row,
+                            "ms": round(ms, 3),
+                            "tflops": round(flops / ms / 1e9, 4),
+                            "speedup_vs_reference": round(ref_ms[mode] / ms, 3),
+                        }
+                    )
+                    print(f"attention seq={seq} img={frac} {name:9s} {mode:7s} {ms:10.2f} ms", flush=True)
+    return rows
+
+
+def camera_ring(n: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ks, es = [], []
+    for i in range(n):
+        a = 2 * math.pi * i / n
+        c, s = math.cos(a), math.sin(a)
+        # Rotate about y and step back 4 units, so every camera sees the unit cube around the origin.
+        e = torch.tensor([[c, 0.0, -s, 0.0], [0.0, 1.0, 0.0, 0.0], [s, 0.0, c, 4.0], [0.0, 0.0, 0.0, 1.0]])
+        es.append(e)
+        f = size * 0.9
+        ks.append(torch.tensor([[f, 0.0, (size - 1) / 2], [0.0, f, (size - 1) / 2], [0.0, 0.0, 1.0]]))
+    return torch.stack(ks).to(device), torch.stack(es).to(device)
+
+
+def bench_projection(device: torch.device, quick: bool) -> list[dict]:
+    cuda = device.type == "cuda"
+    if quick:
+        cases, iters = [(20_000, 4, 64)], 2
+    elif cuda:
+        cases, iters = [(1_000_000, f, s) for f in (16, 81) for s in (256, 512)], 10
+    else:
+        cases, iters = [(100_000, 16, 256), (100_000, 16, 512), (100_000, 81, 256)], 3
+    backends = ["reference", "fused"] if cuda else ["reference"]
+    rows = []
+    g = torch.Generator(device=device).manual_seed(0)
+    for n, frames, size in cases:
+        points = torch.rand(n, 3, device=device, generator=g) * 2 - 1
+        colors = torch.rand(n, 3, device=device, generator=g)
+        ks, es = camera_ring(frames, size, device)
+        ref = None
+        for name in backends:
+            run = functools.partial(_project, points, colors, ks, es, size, name)
+            ms = timeit(run, device, warmup=2 if cuda else 1, iters=iters)
+            ref = ref or ms
+            rows.append(
+                {
+                    "points": n,
+                    "cameras": frames,
+                    "size": size,
+                    "backend": name,
+                    "ms": round(ms, 3),
+                    "mpoints_cams_per_s": round(n * frames / ms / 1e3, 2),
+                    "speedup_vs_reference": round(ref / ms, 3),
+                }
+            )
+            print(f"projection n={n} cams={frames} size={size} {name:9s} {ms:10.2f} ms", flush=True)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# latentforge.kernels benchmark: {result['device_name']}",
+        "",
+        f"torch {result['torch']}, triton {result['triton']}, {result['platform']}; "
+        f"reduced sizes: {result['reduced']}; quick: {result['quick']}; CPU threads {result['cpu_threads']}, "
+        f"load average at start {result['load_average_1_5_15_at_start']}.",
+        "",
+        *[f"- {n}" for n in result["notes"]],
+        "",
+        "## Bottleneck attention (stage 1, 16 q / 2 kv heads, head dim 128, batch 1)",
+        "",
+        "| seq | image % | density | dtype | backend | mode | ms | TFLOP/s | x reference | mask build ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["attention"]:
+        ms = "n/a" if r["ms"] is None else f"{r['ms']:.2f}"
+        tf = r.get("tflops", "n/a")
+        sp = r.get("speedup_vs_reference", r.get("note", "n/a"))
+        lines.append(
+            f"| {r['seq']} | {round(100 * r['image_frac'])} | {r['density']:.3f} | {r['dtype']} | {r['backend']} "
+            f"| {r['mode']} | {ms} | {tf} | {sp} | {r['mask_build_ms']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Point-cloud projection (radius 0, 3 channels)",
+        "",
+        "| points | cameras | size | backend | ms | Mpoint-cams/s | x reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["projection"]:
+        lines.append(
+            f"| {r['points']} | {r['cameras']} | {r['size']} | {r['backend']} | {r['ms']:.2f} "
+            f"| {r['mpoints_cams_per_s']} | {r['speedup_vs_reference']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for <device>.json and <device>.md")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds: a smoke test")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 by default because on a loaded shared box 2 threads ran 30x slower",
+    )
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    cuda = device.type == "cuda"
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    notes = [
+        "Attention kernels timed with prebuilt masks; 'mask build ms' is the separate one-off cost per batch.",
+        "TFLOP/s counts only unmasked (query, key) pairs: 4*D per pair and head forward, x3.5 for fwd+bwd.",
+    ]
+    if not cuda:
+        notes += [
+            "CPU timings come from a 2-core machine shared with other jobs (see the load average): noisy.",
+            "CPU run: reduced sizes (attention seq 512-2048, projection 100k points); full sizes need a GPU.",
+            "flex runs unfused and forward-only on CPU; the fused projection kernel needs CUDA (CPU only has "
+            "the Triton interpreter, a correctness tool). The GPU results are owed.",
+        ]
+    result = {
+        "device": device_slug(device),
+        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "load_average_1_5_15_at_start": [round(x, 2) for x in load_before],
+        "quick": args.quick,
+        "reduced": not cuda or args.quick,
+        "notes": notes,
+        "attention": bench_attention(device, args.quick),
+        "projection": bench_projection(device, args.quick),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = result["device"] + ("-quick" if args.quick else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(result))
+    print(f"wrote {args.out / stem}.json and .md")
+    return result
+
+
+if __name__ == "__main__":
+    main()
