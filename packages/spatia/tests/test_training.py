@@ -148,3 +148,36 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, resume_
     lines = (full / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "losses/flow_matching" in lines[-1]
     assert any(p.name.startswith("events.out.tfevents") for p in full.iterdir())
+
+
+def test_stage2_starts_from_the_stage1_export_and_exports_a_loadable_lora(tmp_path, resume_config):
+    from spatia.models import SpatiaTransformer3DModel
+
+    quick = replace(resume_config, iterations=1, data=replace(resume_config.data, num_reference_frames=0))
+    stage1 = train(replace(quick, runs_root=str(tmp_path / "s1"), learning_rate=1e-2))
+    export1 = stage1 / "export" / "transformer"
+    stage2 = train(
+        replace(
+            quick, stage=2, stage1_checkpoint=str(export1), learning_rate=1e-2, runs_root=str(tmp_path / "s2")
+        )
+    )
+    trained1 = SpatiaTransformer3DModel.from_pretrained(export1)
+    assert any(
+        torch.count_nonzero(b.proj_out.weight) > 0 for b in trained1.vace_blocks
+    )  # stage 1 trained them
+    weights2 = load_file(str(stage2 / "checkpoints" / "step-00000001" / "model.safetensors"))
+    for key, value in trained1.control_state_dict().items():
+        assert torch.equal(weights2[key], value), key  # stage 2 kept the control branch frozen
+    lora_files = list((stage2 / "export" / "lora").glob("*.safetensors"))
+    assert len(lora_files) == 1
+    assert all(
+        k.startswith("transformer.blocks.") for k in load_file(str(lora_files[0]))
+    )  # Wan pipeline format
+    batch, t = _batch(), torch.full((2,), 500.0)
+    with torch.no_grad():
+        before = trained1(batch.latents, t, batch.text, control_hidden_states=batch.control).sample
+        trained1.load_lora_adapter(
+            str(stage2 / "export" / "lora"), weight_name="pytorch_lora_weights.safetensors"
+        )
+        after = trained1(batch.latents, t, batch.text, control_hidden_states=batch.control).sample
+    assert not torch.allclose(before, after)  # the exported adapter carries the stage-2 update

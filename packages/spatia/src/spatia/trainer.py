@@ -10,7 +10,7 @@ main blocks' attention and feed-forward projections. Run it with::
 Everything a run writes lives in ``runs/spatia/<run>/``: ``config.json``, ``metrics.jsonl``,
 TensorBoard events, resumable ``checkpoints/`` (weights, optimizer, RNG: resuming gives the
 same result as not stopping) and ``export/`` in diffusers' format (stage 1:
-``transformer/`` via ``save_pretrained``; stage 2: ``lora/`` via ``save_lora_adapter``).
+``transformer/`` via ``save_pretrained``; stage 2: ``lora/`` in Wan's pipeline LoRA format).
 """
 
 from __future__ import annotations
@@ -261,11 +261,22 @@ def train(config: TrainConfig, *, run_dir: Path | None = None) -> Path:
 
 
 def export_pretrained(model: SpatiaTransformer3DModel, out_dir: Path, stage: int) -> Path:
-    """Diffusers-format export: the whole transformer after stage 1, the peft LoRA after stage 2."""
+    """Diffusers-format export: the whole transformer after stage 1, the LoRA after stage 2.
+
+    The LoRA is written with Wan's pipeline LoRA format (keys under ``transformer.``), so
+    ``WanPipeline.load_lora_weights`` and ``model.load_lora_adapter(path)`` both read it.
+    """
     if stage == 1:
         path = out_dir / "transformer"
         model.save_pretrained(path)
-    else:
-        path = out_dir / "lora"
-        model.save_lora_adapter(path)
+        return path
+    from diffusers.loaders import WanLoraLoaderMixin
+    from peft.utils import get_peft_model_state_dict
+
+    path = out_dir / "lora"
+    WanLoraLoaderMixin.save_lora_weights(
+        path,
+        transformer_lora_layers=get_peft_model_state_dict(model),
+        transformer_lora_adapter_metadata=model.peft_config["default"].to_dict(),
+    )
     return path
