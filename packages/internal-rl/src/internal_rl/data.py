@@ -197,12 +197,14 @@ def generate_trajectories(
     *,
     device: str | torch.device = "cpu",
     env_kwargs: dict[str, Any] | None = None,
+    expert: str | os.PathLike | None = None,
 ) -> Trajectories:
     """Roll out the expert of ``env_id`` for ``num_episodes`` episodes.
 
-    Grid episodes run in the batched torch env (``num_envs`` at a time); ``epsilon`` is the
-    paper's per-step random-move probability. Ant episodes use the goal-reaching controller
-    of :mod:`internal_rl.ant_controller` (``epsilon`` is its action-noise scale there).
+    Grid episodes run in the batched torch env (``num_envs`` at a time) with the DP expert;
+    ``epsilon`` is the paper's per-step random-move probability. Ant episodes run one env
+    with the PPO expert checkpoint ``expert`` or, if ``None``, the cheap goal-reaching
+    controller (see :func:`internal_rl.ant_data.generate_ant_trajectories` for ``epsilon``).
     """
     if num_episodes < 1:
         raise ValueError("num_episodes must be >= 1")
@@ -219,10 +221,10 @@ def generate_trajectories(
             **(env_kwargs or {}),
         )
     if env_id == ANT_ID:
-        from internal_rl.ant_controller import generate_ant_trajectories
+        from internal_rl.ant_data import generate_ant_trajectories
 
         return generate_ant_trajectories(
-            task_set, num_episodes, seed=seed, noise=epsilon, env_kwargs=env_kwargs
+            task_set, num_episodes, seed=seed, epsilon=epsilon, expert=expert, env_kwargs=env_kwargs
         )
     raise ValueError(f"unknown env_id {env_id!r}; expected {GRID_ID!r} or {ANT_ID!r}")
 
