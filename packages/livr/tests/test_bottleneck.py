@@ -14,22 +14,25 @@ from livr.data import Example, synthetic_counting
 from livr.model import LivrModel
 
 BACKBONES = ("qwen2_5_vl", "qwen3_vl")
+ROUTES = ("registry", "dense")
+# every (backbone, mask route) pair: both routes must give the same bottleneck
+CASES = [f"{name}/{route}" for name in BACKBONES for route in ROUTES]
 
 
 @pytest.fixture(scope="module")
 def models(tiny_backbones):
     out = {}
-    for name in BACKBONES:
+    for case in CASES:
+        name, route = case.split("/")
         torch.manual_seed(0)
-        livr = LivrModel.from_backbone(
-            ModelConfig(backbone=name, model_id=tiny_backbones[name], num_latents=4)
-        )
+        cfg = ModelConfig(backbone=name, model_id=tiny_backbones[name], num_latents=4, mask_route=route)
+        livr = LivrModel.from_backbone(cfg)
         # LoRA B starts at zero; give it weights so that the adapter path is exercised too
         with torch.no_grad():
             for n, p in livr.model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 0.05)
-        out[name] = livr.eval()
+        out[case] = livr.eval()
     return out
 
 
@@ -70,21 +73,21 @@ def pixel_grad(livr: LivrModel, stage: int, detach_latents: bool) -> torch.Tenso
     return torch.zeros_like(batch.pixel_values) if grad is None else grad
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("name", CASES)
 def test_stage1_answer_gradient_reaches_the_image_only_through_latents(models, name):
     livr = models[name]
     assert pixel_grad(livr, 1, detach_latents=True).abs().max() == 0
     assert pixel_grad(livr, 1, detach_latents=False).abs().max() > 0
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("name", CASES)
 def test_stage2_answer_sees_the_image_directly(models, name):
     livr = models[name]
     assert pixel_grad(livr, 2, detach_latents=True).abs().max() > 0
     assert pixel_grad(livr, 2, detach_latents=False).abs().max() > 0
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("name", CASES)
 def test_changing_pixels_changes_no_answer_logit_when_latents_are_cut(models, name):
     livr = models[name]
     base = synthetic_counting(1, seed=5)[0]
@@ -100,7 +103,7 @@ def test_changing_pixels_changes_no_answer_logit_when_latents_are_cut(models, na
     assert not torch.allclose(logits[2, "a"], logits[2, "b"])
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("name", CASES)
 def test_latent_tokens_take_text_rope_positions(models, name):
     livr = models[name]
     batch = livr.encode(synthetic_counting(2, seed=6), with_answer=False)
@@ -117,7 +120,7 @@ def test_latent_tokens_take_text_rope_positions(models, name):
     assert torch.equal(pos[:, 1], single[:, 0])
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("stage", [1, 2])
 def test_cached_greedy_decoding_matches_full_recomputation(models, name, stage):
     livr = models[name]
@@ -147,6 +150,17 @@ def test_cached_greedy_decoding_matches_full_recomputation(models, name, stage):
             if tokens[-1] == livr.tokenizer.eos_token_id:
                 break
         assert ids[b, : len(tokens)].tolist() == tokens
+
+
+def test_both_mask_routes_give_the_same_logits(models):
+    for name in BACKBONES:
+        batch = models[f"{name}/registry"].encode(synthetic_counting(2, seed=8))
+        with torch.no_grad():
+            for stage in (1, 2):
+                torch.testing.assert_close(
+                    models[f"{name}/registry"](batch, stage).logits,
+                    models[f"{name}/dense"](batch, stage).logits,
+                )
 
 
 def test_flash_attention_2_is_refused_for_the_bottleneck(tiny_backbones):

@@ -26,8 +26,13 @@ class ModelConfig:
     """LoRA alpha."""
     lora_dropout: float = 0.05
     """LoRA dropout."""
+    mask_route: Literal["registry", "dense"] = "registry"
+    """how the bottleneck reaches the language model: ``registry`` = latentforge's attention function
+    registered in transformers (roles passed as keyword arguments, SDPA inside); ``dense`` = a 4-D mask
+    passed as ``attention_mask`` to ``attn_implementation``."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """attention backend; the bottleneck is a 4-D mask, which flash_attention_2 cannot take."""
+    """attention backend of the vision tower, and of the language model with ``mask_route=dense``;
+    flash_attention_2 cannot take the bottleneck mask and is refused."""
     latent_init_seed: int = 0
     """seed of the latent rows' random initialisation."""
     min_pixels: int | None = None

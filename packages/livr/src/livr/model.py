@@ -1,11 +1,17 @@
 """``LivrModel``: a Hugging Face VLM with K latent tokens, LoRA and the bottleneck mask.
 
-The base model is the unmodified transformers class. The bottleneck reaches it as a 4-D
-attention mask built by ``latentforge.kernels.bottleneck_mask`` from per-token roles;
-transformers passes a 4-D mask to the eager and SDPA attention functions unchanged, so no
-modeling code is copied. Because the 2-D padding mask no longer reaches the model, the
-multimodal RoPE positions are computed here with the model's own ``get_rope_index``, where
-latent tokens count as text.
+The base model is the unmodified transformers class; no modeling code is copied. The
+bottleneck reaches its attention in one of two ways (``ModelConfig.mask_route``):
+
+- ``registry`` (default): the language model runs latentforge's attention function, registered
+  in transformers' attention and mask registries, and the per-token roles travel as keyword
+  arguments from the top-level forward down to every attention call;
+- ``dense``: ``latentforge.kernels.bottleneck_mask`` builds a 4-D mask that is passed as
+  ``attention_mask`` (transformers hands a 4-D mask to the eager/SDPA functions unchanged).
+
+Either way the multimodal RoPE positions are computed here with the model's own
+``get_rope_index`` (latent tokens count as text) and passed explicitly, so both routes and the
+KV-cached decoding loop use the same positions.
 
 Checkpoint folder (``save_pretrained``)::
 
@@ -32,7 +38,9 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoTokenizer, DynamicCache
 
 from latentforge.configs import config_from_dict, config_to_dict
-from latentforge.kernels import Role, bottleneck_mask
+from latentforge.distributed import unwrap_model
+from latentforge.kernels import Role, bottleneck_mask, register_transformers_bottleneck
+from latentforge.kernels.roles import parse_stage
 from livr.backbones import BackboneAdapter, get_backbone
 from livr.config import ModelConfig
 from livr.latents import add_latent_tokens, grow_embeddings, init_latent_rows
@@ -96,6 +104,12 @@ class LivrModel(nn.Module):
                 "attn_implementation='flash_attention_2' keeps only a 2-D padding mask and cannot express the "
                 "LIVR bottleneck; use 'sdpa' or 'eager'"
             )
+        attn: str | dict[str, str] = config.attn_implementation
+        if config.mask_route == "registry":
+            attn = {
+                "text_config": register_transformers_bottleneck(),
+                "vision_config": config.attn_implementation,
+            }
         adapter.check_loadable(str(model_id), config.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=config.trust_remote_code)
         tokenizer.padding_side = "left"
@@ -106,7 +120,7 @@ class LivrModel(nn.Module):
         model = adapter.load_model(
             str(model_id),
             dtype=dtype or torch.float32,
-            attn_implementation=config.attn_implementation,
+            attn_implementation=attn,
             trust_remote_code=config.trust_remote_code,
         )
         adapter.check_model(model, str(model_id))
@@ -132,9 +146,15 @@ class LivrModel(nn.Module):
         )
 
     @property
+    def peft_model(self) -> nn.Module:
+        """``self.model`` without a DDP/FSDP wrapper."""
+        return unwrap_model(self.model)
+
+    @property
     def base(self) -> nn.Module:
-        """The transformers model underneath the peft wrapper."""
-        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        """The transformers model underneath the peft (and data-parallel) wrappers."""
+        inner = self.peft_model
+        return inner.get_base_model() if isinstance(inner, PeftModel) else inner
 
     @property
     def device(self) -> torch.device:
@@ -151,19 +171,30 @@ class LivrModel(nn.Module):
             self.base, batch.input_ids, batch.attention_mask, batch.image_grid_thw
         )
 
-    def _mask(self, roles: torch.Tensor, stage: int | str, query_length: int | None = None) -> torch.Tensor:
+    def _mask_kwargs(
+        self,
+        roles: torch.Tensor,
+        attention_mask: torch.Tensor,
+        stage: int | str,
+        query_length: int | None = None,
+    ) -> dict[str, Any]:
+        """The model-call arguments that carry the stage's bottleneck for the configured route."""
+        if self.config.mask_route == "registry":
+            return {"attention_mask": attention_mask, "roles": roles, "stage": parse_stage(stage)}
         dtype = self.base.get_input_embeddings().weight.dtype
-        return additive_mask(bottleneck_mask(roles, stage, query_length=query_length), dtype)
+        return {
+            "attention_mask": additive_mask(bottleneck_mask(roles, stage, query_length=query_length), dtype)
+        }
 
     def forward(self, batch: Batch, stage: int | str = 1, **kwargs: Any) -> Any:
         """Run the model with the stage's mask; the output gets ``loss`` (answer NLL) when labels exist."""
         out = self.model(
             input_ids=batch.input_ids,
-            attention_mask=self._mask(batch.roles, stage),
             position_ids=self.positions(batch),
             pixel_values=batch.pixel_values,
             image_grid_thw=batch.image_grid_thw,
             use_cache=False,
+            **self._mask_kwargs(batch.roles, batch.attention_mask, stage),
             **kwargs,
         )
         if batch.labels is not None:
@@ -185,9 +216,10 @@ class LivrModel(nn.Module):
         roles = batch.roles
         positions = self.positions(batch)
         cache = DynamicCache(config=self.base.config.get_text_config())
+        attention_mask = batch.attention_mask
         out = self.model(
             input_ids=batch.input_ids,
-            attention_mask=self._mask(roles, stage),
+            **self._mask_kwargs(roles, attention_mask, stage),
             position_ids=positions,
             pixel_values=batch.pixel_values,
             image_grid_thw=batch.image_grid_thw,
@@ -210,9 +242,10 @@ class LivrModel(nn.Module):
             if bool(done.all()):
                 break
             roles = torch.cat([roles, step_role[:, None]], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
             out = self.model(
                 input_ids=token[:, None],
-                attention_mask=self._mask(roles, stage, query_length=1),
+                **self._mask_kwargs(roles, attention_mask, stage, query_length=1),
                 position_ids=next_pos[None, :, None].expand(3, -1, 1),
                 cache=out.cache,
                 use_cache=True,
@@ -224,7 +257,7 @@ class LivrModel(nn.Module):
     def latent_rows(self) -> torch.Tensor:
         """The K latent embedding rows as the model currently uses them."""
         ids = torch.tensor(self.latent_ids, device=self.device)
-        return self.model.get_input_embeddings()(ids).detach()
+        return self.peft_model.get_input_embeddings()(ids).detach()
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -244,9 +277,9 @@ class LivrModel(nn.Module):
         """Write the adapter, latent rows, tokenizer, image processor and config to ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if not isinstance(self.model, PeftModel):
+        if not isinstance(self.peft_model, PeftModel):
             raise ValueError("save_pretrained needs a LoRA-wrapped model (built with lora=True)")
-        self.model.save_pretrained(folder / ADAPTER_DIR)
+        self.peft_model.save_pretrained(folder / ADAPTER_DIR)
         if self.latent_ids:
             save_file(
                 {"latent_embeddings": self.latent_rows().cpu().contiguous()}, str(folder / LATENTS_FILE)
