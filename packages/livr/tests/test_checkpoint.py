@@ -14,9 +14,9 @@ from livr.data import Example, load_examples, synthetic_counting, write_examples
 from livr.model import LivrModel
 
 
-def trained_model(path: str, num_latents: int = 4) -> LivrModel:
+def trained_model(path: str, num_latents: int = 4, mask_route: str = "registry") -> LivrModel:
     torch.manual_seed(0)
-    livr = LivrModel.from_backbone(ModelConfig(model_id=path, num_latents=num_latents))
+    livr = LivrModel.from_backbone(ModelConfig(model_id=path, num_latents=num_latents, mask_route=mask_route))
     with torch.no_grad():  # stand-in for training: move every trainable tensor
         for p in livr.model.parameters():
             if p.requires_grad:
@@ -38,9 +38,10 @@ def test_save_and_load_give_identical_logits_and_latent_rows(tiny_backbones, tmp
             assert torch.equal(loaded(batch, stage).logits, livr(batch, stage).logits)
 
 
-def test_lora_disabled_without_latents_is_exactly_the_base_model(tiny_backbones):
+@pytest.mark.parametrize("mask_route", ["registry", "dense"])
+def test_lora_disabled_without_latents_is_exactly_the_base_model(tiny_backbones, mask_route):
     path = tiny_backbones["qwen2_5_vl"]
-    livr = trained_model(path, num_latents=0)
+    livr = trained_model(path, num_latents=0, mask_route=mask_route)
     base = get_backbone("qwen2_5_vl").model_class.from_pretrained(path, attn_implementation="sdpa").eval()
     batch = livr.encode(synthetic_counting(2))
     with torch.no_grad():
