@@ -9,6 +9,10 @@ import tyro
 import internal_rl
 from internal_rl import pretrain as _pretrain
 from internal_rl import probe as _probe
+from internal_rl.ant_expert import AntExpertConfig
+from internal_rl.ant_expert import train_ant_expert as _train_ant_expert
+from internal_rl.generate_data import GenerateDataConfig
+from internal_rl.generate_data import generate_data as _generate_data
 from latentforge.cli import environment_report, run_subcommands
 
 
@@ -42,6 +46,23 @@ def probe(config: Annotated[ProbePreset, tyro.conf.arg(name="")]) -> None:  # ty
         print(f"  checkpoint {step}: " + " ".join(f"L{i}={a:.3f}" for i, a in enumerate(acc)))
 
 
+def generate_data(config: Annotated[GenerateDataConfig, tyro.conf.arg(name="")]) -> None:
+    """Generate expert trajectories (grid: DP expert; ant: PPO expert checkpoint or gait-MPC controller) as shards."""
+    _generate_data(config)
+
+
+def train_ant_expert(config: Annotated[AntExpertConfig, tyro.conf.arg(name="")]) -> None:
+    """Train the ant PPO expert (direction hint + velocity-alignment reward, Table A3); a GPU-scale job."""
+    print(f"run: {_train_ant_expert(config)}")
+
+
+def eval_ant_controller(task_set: str = "pretrain", episodes: int = 20, seed: int = 0) -> None:
+    """Success rate of the cheap gait-MPC ant controller (the paper's PPO expert reaches 0.8 / 0.7)."""
+    from internal_rl.ant_controller import evaluate_controller
+
+    print(evaluate_controller(task_set, episodes=episodes, seed=seed))
+
+
 def info() -> None:
     """Print the package version and the compute this machine offers."""
     print(environment_report("latentforge-internal-rl", internal_rl.__version__))
@@ -49,7 +70,15 @@ def info() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Internal RL: metacontrollers that steer a frozen autoregressive model, trained by RL over latent codes."""
-    run_subcommands({"info": info, "pretrain": pretrain, "probe": probe}, description=main.__doc__, argv=argv)
+    commands = {
+        "info": info,
+        "generate-data": generate_data,
+        "train-ant-expert": train_ant_expert,
+        "eval-ant-controller": eval_ant_controller,
+        "pretrain": pretrain,
+        "probe": probe,
+    }
+    run_subcommands(commands, description=main.__doc__, argv=argv)
 
 
 if __name__ == "__main__":
