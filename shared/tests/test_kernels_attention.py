@@ -152,11 +152,13 @@ def test_flex_longer_sequence_multiple_blocks():
         )
 
 
-def test_reference_bf16_close_to_fp32():
+@pytest.mark.parametrize("backend", ["reference", "flex"])
+def test_bf16_close_to_fp32_reference(backend):
     roles = batch_roles()
     q, k, v = qkv(roles)
     ref = bottleneck_attention(q, k, v, roles, 1, backend="reference")
-    low = bottleneck_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), roles, 1, backend="reference")
+    low = bottleneck_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), roles, 1, backend=backend)
+    assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, atol=3e-2, rtol=3e-2)
 
 
@@ -243,6 +245,8 @@ def test_attention_shape_errors():
         bottleneck_attention(q, k, v, roles, 1, backend="fast")
     with pytest.raises(ValueError, match="batch"):
         bottleneck_attention(q, k, v, torch.cat([roles, roles]), 1)
+    with pytest.raises(ValueError, match="on meta"):
+        bottleneck_attention(q, k, v, roles.to("meta"), 1)
 
 
 @pytest.mark.gpu

@@ -150,6 +150,12 @@ def test_gradients_reach_colors_and_depth_inputs():
     assert points.grad is not None and points.grad.abs().sum() > 0
 
 
+def test_empty_cloud_renders_empty_images():
+    k = torch.tensor([[[10.0, 0, 2], [0, 10.0, 2], [0, 0, 1]]])
+    img, depth, valid = project_points(torch.zeros(0, 3), torch.zeros(0, 2), k, torch.eye(4)[None], 4, 5)
+    assert img.shape == (1, 2, 4, 5) and not valid.any() and not depth.any() and not img.any()
+
+
 def test_bad_inputs_raise_clear_errors():
     p, c, k, e = random_scene(10, 2)
     with pytest.raises(ValueError, match=r"points must be \(N, 3\)"):

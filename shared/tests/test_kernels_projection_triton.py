@@ -65,6 +65,14 @@ def test_fused_bf16_colors_keep_dtype(interpret):
     assert img.dtype == torch.bfloat16 and torch.equal(img, ref)
 
 
+def test_fused_empty_cloud(interpret):
+    k = torch.tensor([[[10.0, 0, 2], [0, 10.0, 2], [0, 0, 1]]])
+    _, _, valid = project_points(
+        torch.zeros(0, 3), torch.zeros(0, 2), k, torch.eye(4)[None], 4, 5, backend="fused"
+    )
+    assert valid.shape == (1, 4, 5) and not valid.any()
+
+
 def test_fused_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     p, c, k, e = scene(10, 1)

@@ -3,6 +3,18 @@
 Holds the masked bottleneck attention used by livr and the fused point-cloud
 projection used by spatia (see the kernels issue); each kernel ships a plain-torch
 ``reference`` backend that is the ground truth its tests compare against.
+
+- :mod:`.roles`: :class:`Role` (PROMPT, IMAGE, LATENT, ANSWER, PAD) and role validation.
+- :mod:`.bottleneck_mask`: the LIVR mask as a dense ``(B, 1, Sq, S)`` bool tensor, a flex ``mask_mod`` and a
+  ``BlockMask``; padding queries attend only to themselves, so no row is empty.
+- :mod:`.bottleneck_attention`: :func:`bottleneck_attention` with ``reference`` (SDPA + dense mask) and
+  ``flex`` backends; ``auto`` = flex on CUDA, reference on CPU.
+- :mod:`.transformers_attention`: :func:`register_transformers_bottleneck` (attention + mask registries;
+  the route livr should use, reasons in that module) and :func:`bottleneck_roles` for ``generate``.
+- :mod:`.projection`: :func:`project_points` (OpenCV cameras, z-buffer, splat radius), ``reference`` in
+  torch and ``fused`` in Triton (:mod:`.projection_triton`), bit-identical winners.
+
+Benchmarks: ``python tools/bench.py --out benchmarks/results`` (``--quick`` for a smoke run).
 """
 
 from latentforge.kernels.bottleneck_attention import bottleneck_attention

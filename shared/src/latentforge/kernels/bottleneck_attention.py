@@ -82,6 +82,8 @@ def bottleneck_attention(
     """
     _check_qkv(q, k, v)
     st = parse_stage(stage)
+    if isinstance(roles, torch.Tensor) and roles.device != q.device:
+        raise ValueError(f"roles are on {roles.device} but q is on {q.device}")
     validate_roles(roles, st, seq_len=k.shape[2])
     if roles.shape[0] != q.shape[0]:
         raise ValueError(f"roles batch {roles.shape[0]} != q batch {q.shape[0]}")

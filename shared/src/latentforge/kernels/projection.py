@@ -182,6 +182,10 @@ def project_points(
 def _gather(keys, points, colors, extrinsics_w2c, height, width):
     n_frames = keys.shape[0]
     valid = keys != EMPTY_KEY
+    if points.shape[0] == 0:  # nothing to gather from; every pixel is empty
+        images = colors.new_zeros(n_frames, colors.shape[1], height, width)
+        depth = torch.zeros(n_frames, height, width, device=keys.device)
+        return images, depth, valid.view(n_frames, height, width)
     idx = torch.where(valid, keys & 0xFFFFFFFF, 0)
     # Gradients reach colours (and depth's inputs) through these gathers only.
     images = colors[idx.flatten()].view(n_frames, height * width, -1)
