@@ -24,7 +24,14 @@ from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from peft import LoraConfig
 
 from latentforge.checkpoint import load_checkpoint, save_checkpoint
-from latentforge.distributed import all_reduce_mean, get_logger, init_distributed, unwrap_model, wrap_model
+from latentforge.distributed import (
+    all_reduce_mean,
+    get_logger,
+    init_distributed,
+    is_fsdp,
+    unwrap_model,
+    wrap_model,
+)
 from latentforge.runs import MetricsLogger, create_run_dir
 from latentforge.seeding import seed_everything
 from spatia.conditioning import FrameLayout, assemble_sequence, encode_control, encode_video, latent_frames
@@ -255,12 +262,28 @@ def train(config: TrainConfig, *, run_dir: Path | None = None) -> Path:
                 save_checkpoint(
                     ckpt_root, model=model, step=done, optimizer=optimizer, extra={"stage": config.stage}
                 )
+    full_state = _gather_full_state(model)  # collective under FSDP: every rank takes part
     if env.is_main:
-        export_pretrained(unwrap_model(model), run_dir / "export", config.stage)
+        export_pretrained(unwrap_model(model), run_dir / "export", config.stage, state_dict=full_state)
     return run_dir
 
 
-def export_pretrained(model: SpatiaTransformer3DModel, out_dir: Path, stage: int) -> Path:
+def _gather_full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The unsharded state dict of an FSDP2 model (on CPU), None for an unsharded one."""
+    if not is_fsdp(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def export_pretrained(
+    model: SpatiaTransformer3DModel,
+    out_dir: Path,
+    stage: int,
+    *,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Diffusers-format export: the whole transformer after stage 1, the LoRA after stage 2.
 
     The LoRA is written with Wan's pipeline LoRA format (keys under ``transformer.``), so
@@ -276,7 +299,7 @@ def export_pretrained(model: SpatiaTransformer3DModel, out_dir: Path, stage: int
     path = out_dir / "lora"
     WanLoraLoaderMixin.save_lora_weights(
         path,
-        transformer_lora_layers=get_peft_model_state_dict(model),
+        transformer_lora_layers=get_peft_model_state_dict(model, state_dict=state_dict),
         transformer_lora_adapter_metadata=model.peft_config["default"].to_dict(),
     )
     return path
