@@ -152,6 +152,20 @@ def test_cached_greedy_decoding_matches_full_recomputation(models, name, stage):
         assert ids[b, : len(tokens)].tolist() == tokens
 
 
+@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("stage", [1, 2])
+def test_transformers_generate_with_its_own_mrope_matches_our_decoding(models, name, stage):
+    livr = models[f"{name}/registry"]
+    examples = synthetic_counting(2, seed=11)
+    examples[1].question = "How many white squares are in the picture?"  # left padding on row 0
+    batch = livr.encode(examples, with_answer=False)
+    ours = livr.generate_ids(batch, stage, max_new_tokens=5)
+    theirs = livr.hf_generate(batch, stage, max_new_tokens=5)
+    for b in range(2):
+        n = len(ours[b])
+        assert theirs[b, :n].tolist() == ours[b].tolist()
+
+
 def test_both_mask_routes_give_the_same_logits(models):
     for name in BACKBONES:
         batch = models[f"{name}/registry"].encode(synthetic_counting(2, seed=8))

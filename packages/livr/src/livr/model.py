@@ -39,7 +39,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, DynamicCache
 
 from latentforge.configs import config_from_dict, config_to_dict
 from latentforge.distributed import unwrap_model
-from latentforge.kernels import Role, bottleneck_mask, register_transformers_bottleneck
+from latentforge.kernels import Role, bottleneck_mask, bottleneck_roles, register_transformers_bottleneck
 from latentforge.kernels.roles import parse_stage
 from livr.backbones import BackboneAdapter, get_backbone
 from livr.config import ModelConfig
@@ -252,6 +252,35 @@ class LivrModel(nn.Module):
             )
             next_pos = next_pos + 1
         return torch.stack(new_tokens, dim=1)
+
+    @torch.no_grad()
+    def hf_generate(self, batch: Batch, stage: int | str = 2, **generate_kwargs: Any) -> torch.Tensor:
+        """transformers' ``generate`` (sampling, beams...) under the stage's mask; returns the new ids.
+
+        Needs ``mask_route="registry"``: the roles reach the attention through ``bottleneck_roles``,
+        and generated positions count as ANSWER. transformers places the mRoPE positions itself.
+        """
+        if self.config.mask_route != "registry":
+            raise ValueError("hf_generate needs mask_route='registry'; use generate() with the dense route")
+        kwargs = {
+            "max_new_tokens": 16,
+            "do_sample": False,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            **generate_kwargs,
+        }
+        if self.latent_ids:
+            kwargs["suppress_tokens"] = list(self.latent_ids) + list(kwargs.get("suppress_tokens") or [])
+        with bottleneck_roles(batch.roles, stage):
+            out = self.peft_model.generate(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                pixel_values=batch.pixel_values,
+                image_grid_thw=batch.image_grid_thw,
+                mm_token_type_ids=(batch.input_ids == self.base.config.image_token_id).int(),
+                **kwargs,
+            )
+        return out[:, batch.input_ids.shape[1] :]
 
     # ------------------------------------------------------------------ parameters
     def latent_rows(self) -> torch.Tensor:
