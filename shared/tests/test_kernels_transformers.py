@@ -131,6 +131,12 @@ def test_bad_calls_raise():
         model(IDS, roles=ROLES)
     with pytest.raises(ValueError, match="roles cover"):
         model(IDS[:, :8], roles=ROLES, stage=1)
+    with pytest.raises(ValueError, match="unknown role value 9"):
+        model(IDS, roles=torch.full_like(ROLES, 9), stage=1)
+    no_latents = torch.where(ROLES == L, P, ROLES)
+    with pytest.raises(ValueError, match="no latent token"):
+        model(IDS, roles=no_latents, stage=1)
+    assert torch.isfinite(model(IDS, roles=no_latents, stage=2).logits).all()
     with pytest.raises(ValueError, match="unknown stage"), bottleneck_roles(ROLES, "full"):
         pass
 

@@ -60,12 +60,17 @@ def bottleneck_mask(
     """
     st = parse_stage(stage)
     validate_roles(roles, st)
-    offset = _query_offset(roles, query_length)
+    return dense_mask_unchecked(roles, st, _query_offset(roles, query_length))
+
+
+def dense_mask_unchecked(roles: torch.Tensor, stage: int, offset: int) -> torch.Tensor:
+    """:func:`bottleneck_mask` without validation (no host syncs), for callers that validated once already;
+    ``stage`` is 1 or 2 and ``offset`` the position of the first query."""
     kv_pos = torch.arange(roles.shape[1], device=roles.device)
     q_pos = kv_pos[offset:]
     q_role = roles[:, offset:, None]
     kv_role = roles[:, None, :]
-    return _allowed(q_role, kv_role, q_pos[:, None], kv_pos[None, :], st)[:, None]
+    return _allowed(q_role, kv_role, q_pos[:, None], kv_pos[None, :], stage)[:, None]
 
 
 def bottleneck_mask_mod(

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentforge.kernels.bottleneck_mask import bottleneck_mask
+from latentforge.kernels.bottleneck_mask import dense_mask_unchecked
 from latentforge.kernels.roles import Role, parse_stage, validate_roles
 
 DEFAULT_NAME = "latentforge_bottleneck"
@@ -118,7 +118,12 @@ def bottleneck_attention_forward(
     if roles.shape[0] != query.shape[0]:
         raise ValueError(f"roles batch {roles.shape[0]} != batch {query.shape[0]} of the attention inputs")
     q_len, kv_len = query.shape[2], key.shape[2]
-    mask = bottleneck_mask(_roles_for_keys(roles.to(query.device), kv_len), stage, query_length=q_len)
+    full_roles = _roles_for_keys(roles.to(query.device), kv_len)
+    st = parse_stage(stage)
+    # Validation reads values back to the host; once per forward (layer 0) is enough, the roles are shared.
+    if getattr(module, "layer_idx", 0) == 0:
+        validate_roles(full_roles, st)
+    mask = dense_mask_unchecked(full_roles, st, kv_len - q_len)
     if attention_mask is not None:
         allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
         mask = mask & allowed[..., -kv_len:]
