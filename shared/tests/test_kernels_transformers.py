@@ -241,3 +241,20 @@ def test_qwen2_5_vl_image_reaches_prompt_only_through_latents_and_generate_works
         torch.testing.assert_close(logits, expect, atol=1e-5, rtol=1e-5)
         unmasked = model(input_ids=gen.sequences[:, :n], roles=roles, stage=2, **kw).logits[:, -1]
         assert not torch.allclose(logits, unmasked, atol=1e-4)
+
+
+def test_training_gradients_reach_image_only_through_latents():
+    # One layer: an answer-only loss cannot send gradient to image inputs in stage 1, and does in stage 2.
+    roles = ROLES[:1]
+    model = tiny_qwen2(layers=1)
+    model.train()
+    img = roles[0] == IMG
+    grads = {}
+    for stage in (1, 2):
+        emb = model.get_input_embeddings()(IDS[:1]).detach().requires_grad_()
+        logits = model(inputs_embeds=emb, roles=roles, stage=stage).logits
+        logits[0, roles[0] == A].logsumexp(-1).sum().backward()
+        grads[stage] = emb.grad[0]
+    assert grads[1][img].abs().max() == 0
+    assert grads[2][img].abs().max() > 0
+    assert grads[1][roles[0] == L].abs().max() > 0

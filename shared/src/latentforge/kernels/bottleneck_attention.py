@@ -30,7 +30,8 @@ BACKENDS = ("auto", "reference", "flex")
 
 @functools.cache
 def _compiled_flex():
-    return torch.compile(flex_attention, dynamic=False)
+    # Default dynamic shapes: training batches vary in length, and a static compile per length would thrash.
+    return torch.compile(flex_attention)
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -98,7 +99,12 @@ def bottleneck_attention(
 
 
 def reference_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """SDPA with a dense boolean mask (the ``reference`` backend once the mask exists; used by the benchmark)."""
     if q.shape[1] != k.shape[1] and q.device.type == "cuda":
@@ -107,7 +113,9 @@ def reference_attention(
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     gqa = q.shape[1] != k.shape[1]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale, enable_gqa=gqa
+    )
 
 
 def flex_bottleneck_attention(

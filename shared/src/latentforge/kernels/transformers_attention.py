@@ -51,8 +51,8 @@ from contextvars import ContextVar
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from latentforge.kernels.bottleneck_attention import reference_attention
 from latentforge.kernels.bottleneck_mask import dense_mask_unchecked
 from latentforge.kernels.roles import Role, parse_stage, validate_roles
 
@@ -131,15 +131,7 @@ def bottleneck_attention_forward(
         q_pos = torch.arange(kv_len - q_len, kv_len, device=mask.device)[:, None]
         diag = q_pos == torch.arange(kv_len, device=mask.device)[None, :]
         mask = mask | (~mask.any(-1, keepdim=True) & diag)
-    out = F.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=mask,
-        dropout_p=dropout,
-        scale=scaling,
-        enable_gqa=query.shape[1] != key.shape[1],
-    )
+    out = reference_attention(query, key, value, mask, scale=scaling, dropout_p=dropout)
     return out.transpose(1, 2).contiguous(), None
 
 
