@@ -5,7 +5,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from latentforge.kernels import Role, bottleneck_mask  # noqa: E402
+from latentforge.kernels import Role, bottleneck_mask, bottleneck_mask_mod  # noqa: E402
 from latentforge.kernels.transformers_attention import (  # noqa: E402
     bottleneck_roles,
     register_transformers_bottleneck,
@@ -258,3 +258,24 @@ def test_training_gradients_reach_image_only_through_latents():
     assert grads[1][img].abs().max() == 0
     assert grads[2][img].abs().max() > 0
     assert grads[1][roles[0] == L].abs().max() > 0
+
+
+def test_mask_mod_is_a_transformers_mask_function():
+    from transformers.masking_utils import sdpa_mask
+
+    fn = bottleneck_mask_mod(ROLES, 1)
+    full = sdpa_mask(
+        batch_size=2, q_length=16, kv_length=16, mask_function=fn, allow_is_causal_skip=False, use_vmap=True
+    )
+    dense = bottleneck_mask(ROLES, 1)
+    assert torch.equal(full, dense)
+    tail = sdpa_mask(
+        batch_size=2,
+        q_length=4,
+        kv_length=16,
+        q_offset=12,
+        mask_function=fn,
+        allow_is_causal_skip=False,
+        use_vmap=True,
+    )
+    assert torch.equal(tail, dense[:, :, 12:])

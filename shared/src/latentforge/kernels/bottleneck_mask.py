@@ -79,7 +79,8 @@ def bottleneck_mask_mod(
     """FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` for the same rule as :func:`bottleneck_mask`.
 
     It closes over ``roles``; ``q_idx`` counts from the first query, which is position ``S - query_length``.
-    It also works as a transformers mask function ``(batch_idx, head_idx, q_idx, kv_idx)`` without offsets.
+    Built with ``query_length=None`` it is also a transformers mask function
+    ``(batch_idx, head_idx, q_idx, kv_idx)``: transformers passes absolute positions and adds its own offsets.
     """
     st = parse_stage(stage)
     validate_roles(roles, st)
