@@ -120,7 +120,8 @@ def test_latent_tokens_take_text_rope_positions(models, name):
     assert torch.equal(pos[:, 1], single[:, 0])
 
 
-@pytest.mark.parametrize("name", CASES)
+# the dense route's masks are compared with the registry's in test_both_mask_routes_give_the_same_logits
+@pytest.mark.parametrize("name", ["qwen2_5_vl/registry", "qwen3_vl/registry", "qwen2_5_vl/dense"])
 @pytest.mark.parametrize("stage", [1, 2])
 def test_cached_greedy_decoding_matches_full_recomputation(models, name, stage):
     livr = models[name]

@@ -100,11 +100,11 @@ def test_direct_sft_uses_no_latents_and_one_causal_stage(tiny_backbones, tmp_pat
 
 
 def test_resume_mid_stage_matches_an_uninterrupted_run(tiny_backbones, tmp_path):
-    base = tiny_cfg(tiny_backbones, tmp_path, synthetic_train=6, synthetic_val=1, save_every=1)
+    base = tiny_cfg(tiny_backbones, tmp_path, synthetic_train=4, synthetic_val=1, save_every=1)
     base = dataclasses.replace(base, model=dataclasses.replace(base.model, lora_dropout=0.05))
     full = train(dataclasses.replace(base, run_dir=str(tmp_path / "runs/livr/full")))
     cut = str(tmp_path / "runs/livr/cut")
-    train(dataclasses.replace(base, run_dir=cut, max_steps=2))  # stops inside stage 1, epoch 1
+    train(dataclasses.replace(base, run_dir=cut, max_steps=1))  # stops inside stage 1, epoch 1
     resumed = train(dataclasses.replace(base, run_dir=cut))
 
     def final_state(run):
