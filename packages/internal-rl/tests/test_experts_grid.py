@@ -122,3 +122,22 @@ def test_epsilon_noise_never_causes_failure_and_costs_steps(epsilon):
         alive &= ~(term | trunc)
     assert not wrong.any()  # random moves are drawn among non-terminating ones
     assert (steps >= optimum).all() and (steps > optimum).any()
+
+
+@pytest.mark.parametrize("task_set", ["pretrain", "posttrain"])
+def test_batched_shortest_task_lengths_match_brute_force(task_set):
+    env = BatchedGridPinpad(64, task_set, seed=11, require_solvable=False)
+    env.reset()
+    lengths = env.shortest_task_lengths(torch.arange(64))
+    unsolvable = 0
+    for i in range(64):
+        task = [int(c) for c in env.tasks[env.task_ids[i]] if c >= 0]
+        expected = brute_force_solution_length(
+            env.colour_cells[i].numpy(), env.wall_cells[i].numpy(), env.agent[i].item(), task
+        )
+        if expected < 0:
+            unsolvable += 1
+            assert lengths[i] >= 10**6
+        else:
+            assert lengths[i] == expected
+    assert unsolvable < 64

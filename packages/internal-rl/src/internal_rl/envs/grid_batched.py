@@ -25,8 +25,10 @@ class BatchedGridPinpad:
 
     :meth:`step` returns ``(obs, reward, terminated, truncated, info)`` tensors. With
     ``autoreset=True`` finished envs are reset within the same call: the returned ``obs`` is
-    then the new episode's first observation and ``info["final_obs"]`` the last one of the
-    finished episode (gymnasium's SAME_STEP convention).
+    then the new episode's first observation, and ``info["final_obs"]`` holds the last
+    observations of the finished episodes, one row per ``info["final_env_ids"]`` (gymnasium's
+    SAME_STEP convention). The observation tensor is the env's own buffer, updated in place
+    (only the agent's one-hot moves): clone it to keep it past the next call.
     """
 
     def __init__(
@@ -43,8 +45,14 @@ class BatchedGridPinpad:
         device: str | torch.device = "cpu",
         seed: int = 0,
         max_draws: int = 1000,
+        layout_pool: int | None = None,
     ):
         self.max_draws = max_draws
+        # Solvable layouts are drawn in big batches by a helper env (the rejection check costs
+        # the same few dozen tensor ops for 10 envs or 10,000) and handed out as envs reset.
+        self.layout_pool = max(1024, num_envs) if layout_pool is None else layout_pool
+        self._pool: BatchedGridPinpad | None = None
+        self._pool_next = 0
         self.num_envs, self.size, self.num_colours, self.num_walls = num_envs, size, num_colours, num_walls
         self.horizon, self.require_solvable, self.autoreset = horizon, require_solvable, autoreset
         self.device = torch.device(device)
@@ -72,7 +80,9 @@ class BatchedGridPinpad:
         self.task_ids = torch.zeros(n, **long)
         self.progress = torch.zeros(n, **long)
         self.t = torch.zeros(n, **long)
-        self._static_obs = torch.zeros(n, self.obs_dim, device=self.device)
+        self._obs = torch.zeros(n, self.obs_dim, device=self.device)
+        self._task_flat = self.tasks.reshape(-1)
+        self._task_length = torch.zeros(n, **long)
 
     # -- layouts ---------------------------------------------------------------------------
     def _draw(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -92,11 +102,12 @@ class BatchedGridPinpad:
         wall = torch.zeros(len(ids), self.num_cells, dtype=torch.bool, device=self.device)
         wall.scatter_(1, walls, True)
         self.wall[ids] = wall
-        static = torch.zeros(len(ids), self.num_cells, self.channels, device=self.device)
-        rows = torch.arange(len(ids), device=self.device)[:, None]
-        static[rows, colours, torch.arange(self.num_colours, device=self.device)] = 1.0
-        static[rows, walls, self.num_colours + torch.arange(self.num_walls, device=self.device)] = 1.0
-        self._static_obs[ids] = static.reshape(len(ids), -1)
+        self._obs[ids] = 0.0
+        flat, c = self._obs.view(-1), self.channels
+        row = (ids * self.obs_dim)[:, None]
+        flat[row + colours * c + torch.arange(self.num_colours, device=self.device)] = 1.0
+        flat[row + walls * c + self.num_colours + torch.arange(self.num_walls, device=self.device)] = 1.0
+        flat[row.squeeze(1) + agent * c + c - 1] = 1.0
 
     def reset(
         self,
@@ -111,15 +122,23 @@ class BatchedGridPinpad:
         fixes the layouts instead of drawing them.
         """
         ids = torch.arange(self.num_envs, device=self.device) if env_ids is None else env_ids.to(self.device)
+        if task_ids is None and layouts is None and self.require_solvable and self.layout_pool > 0:
+            task_ids, layouts = self._from_pool(len(ids))
         if task_ids is None:
             task_ids = torch.randint(
                 len(self.tasks), (len(ids),), generator=self.generator, device=self.device
             )
         self.task_ids[ids] = task_ids.to(self.device)
+        self._task_length[ids] = self.task_lengths[self.task_ids[ids]]
         self.progress[ids] = 0
         self.t[ids] = 0
         if layouts is not None:
-            as_t = lambda k: torch.as_tensor(np.asarray(layouts[k]), dtype=torch.long, device=self.device)  # noqa: E731
+
+            def as_t(key: str) -> torch.Tensor:
+                value = layouts[key]
+                value = value.cpu() if torch.is_tensor(value) else value
+                return torch.as_tensor(np.asarray(value), dtype=torch.long, device=self.device)
+
             self._place(ids, as_t("colour_cells"), as_t("wall_cells"), as_t("agent_cell").reshape(-1))
         else:
             pending = ids
@@ -136,11 +155,41 @@ class BatchedGridPinpad:
                 )
         return self.observe()
 
+    def _from_pool(self, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+        while count > 0:
+            if self._pool is None:
+                seed = int(torch.randint(2**62, (1,), generator=self.generator, device=self.device))
+                self._pool = BatchedGridPinpad(
+                    self.layout_pool, self.task_set, size=self.size, num_colours=self.num_colours,
+                    num_walls=self.num_walls, horizon=self.horizon, device=self.device, seed=seed,
+                    max_draws=self.max_draws, layout_pool=0,
+                )  # fmt: skip
+                self._pool_next = self.layout_pool
+            if self._pool_next >= self.layout_pool:
+                self._pool.reset()
+                self._pool_next = 0
+            take = slice(self._pool_next, min(self._pool_next + count, self.layout_pool))
+            pool = self._pool
+            parts.append(
+                (
+                    pool.task_ids[take].clone(),
+                    {
+                        "colour_cells": pool.colour_cells[take],
+                        "wall_cells": pool.wall_cells[take],
+                        "agent_cell": pool.start[take],
+                    },
+                )
+            )
+            count -= take.stop - take.start
+            self._pool_next = take.stop
+        task_ids = torch.cat([p[0] for p in parts])
+        layouts = {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
+        return task_ids, layouts
+
     def observe(self) -> torch.Tensor:
-        obs = self._static_obs.clone()
-        rows = torch.arange(self.num_envs, device=self.device)
-        obs[rows, self.agent * self.channels + self.channels - 1] = 1.0
-        return obs
+        """The (num_envs, obs_dim) observation buffer (updated in place by step and reset)."""
+        return self._obs
 
     # -- shortest paths --------------------------------------------------------------------
     def distance_fields(self, ids: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
@@ -171,28 +220,49 @@ class BatchedGridPinpad:
         return torch.where(self._moves[cells], cost.clamp(max=UNREACHABLE), UNREACHABLE)
 
     def shortest_task_lengths(self, ids: torch.Tensor) -> torch.Tensor:
-        """Fewest moves solving each env's whole task from its start (>= ``UNREACHABLE`` if impossible)."""
-        total = torch.zeros(len(ids), dtype=torch.long, device=self.device)
-        cells = self.start[ids].clone()
-        tasks = self.tasks[self.task_ids[ids]]
-        for k in range(self.tasks.shape[1]):
-            active = tasks[:, k] >= 0
-            if not active.any():
+        """Fewest moves solving each env's whole task from its start (>= ``UNREACHABLE`` if impossible).
+
+        Breadth-first search on 49-bit cell masks held in int64, all legs of all envs at once:
+        one search step is a handful of shifts and ands on a vector, which keeps the
+        solvability check of thousands of fresh layouts cheap.
+        """
+        g, device = self.size, self.device
+        bits = torch.ones(self.num_cells, dtype=torch.long, device=device) << torch.arange(
+            self.num_cells, device=device
+        )
+        full = (1 << self.num_cells) - 1
+        col = torch.arange(self.num_cells, device=device) % g
+        not_first_col, not_last_col = int(bits[col != 0].sum()), int(bits[col != g - 1].sum())
+        colours = self.colour_cells[ids]
+        walls = bits[self.wall_cells[ids]].sum(1)
+        empty = full & ~walls & ~bits[colours].sum(1)
+        tasks = self.tasks[self.task_ids[ids]]  # (n, L), -1 padded
+        active = tasks >= 0
+        target_cells = colours.gather(1, tasks.clamp(min=0))
+        start_cells = torch.cat([self.start[ids, None], target_cells[:, :-1]], 1)
+        target = bits[target_cells]
+        allowed = empty[:, None] | target
+        frontier = bits[start_cells]
+        reached = frontier & ~target
+        legs = torch.full(tasks.shape, UNREACHABLE, dtype=torch.long, device=device)
+        for step in range(1, self.num_cells + 2):
+            spread = (frontier >> g) | ((frontier << g) & full)
+            spread |= ((frontier & not_first_col) >> 1) | ((frontier & not_last_col) << 1)
+            frontier = spread & allowed & ~reached
+            reached |= frontier
+            hit = ((frontier & target) != 0) & (legs == UNREACHABLE)
+            legs[hit] = step
+            frontier &= ~target  # entering the target ends the leg
+            if not ((frontier != 0) & (legs == UNREACHABLE)).any():
                 break
-            sub = ids[active]
-            colours = tasks[active, k]
-            dist = self.distance_fields(sub, colours)
-            leg = self.action_costs(sub, dist, cells[active]).amin(dim=1)
-            total[active] += leg
-            cells[active] = self.colour_cells[sub].gather(1, colours[:, None]).squeeze(1)
-        return total
+        legs = torch.where(active, legs, 0)
+        return legs.sum(1).clamp(max=UNREACHABLE)
 
     # -- dynamics --------------------------------------------------------------------------
     def next_colours(self) -> torch.Tensor:
         """(N,) colour each env must enter next (-1 once its task is done)."""
-        index = self.progress.clamp(max=self.tasks.shape[1] - 1)
-        colour = self.tasks[self.task_ids].gather(1, index[:, None]).squeeze(1)
-        return torch.where(self.progress < self.task_lengths[self.task_ids], colour, -1)
+        index = self.task_ids * self.tasks.shape[1] + self.progress.clamp(max=self.tasks.shape[1] - 1)
+        return torch.where(self.progress < self._task_length, self._task_flat[index], -1)
 
     def _info(self) -> dict[str, torch.Tensor]:
         nxt = self.next_colours()
@@ -202,7 +272,7 @@ class BatchedGridPinpad:
             "next_colour": nxt,
             "colours_visited": self.progress.clone(),
             "subgoals_completed": self.progress // 2,
-            "success": self.progress >= self.task_lengths[self.task_ids],
+            "success": self.progress >= self._task_length,
         }
 
     def step(self, actions: torch.Tensor):
@@ -211,13 +281,18 @@ class BatchedGridPinpad:
         nxt = self.table[self.agent, actions]
         nxt = torch.where(self.wall.gather(1, nxt[:, None]).squeeze(1), self.agent, nxt)
         moved = nxt != self.agent
+        agent_channel = self.channels - 1
+        flat = self._obs.view(-1)
+        rows = torch.arange(self.num_envs, device=self.device) * self.obs_dim + agent_channel
+        flat[rows + self.agent * self.channels] = 0.0
+        flat[rows + nxt * self.channels] = 1.0
         self.agent = nxt
         self.t += 1
         colour = self.colour_at.gather(1, nxt[:, None]).squeeze(1)
         entered = moved & (colour >= 0)
         correct = entered & (colour == target)
         self.progress += correct.long()
-        success = correct & (self.progress == self.task_lengths[self.task_ids])
+        success = correct & (self.progress == self._task_length)
         wrong = entered & ~correct
         terminated = success | wrong
         truncated = ~terminated & (self.t >= self.horizon)
@@ -228,7 +303,8 @@ class BatchedGridPinpad:
         info["termination_cause"] = cause
         if self.autoreset:
             done = (terminated | truncated).nonzero().squeeze(1)
-            info["final_obs"] = obs
+            info["final_env_ids"] = done
+            info["final_obs"] = obs[done].clone()
             if len(done):
                 obs = self.reset(done)
         return obs, success.float(), terminated, truncated, info
@@ -295,7 +371,7 @@ def generate_grid_trajectories(
     waves: list[dict[str, torch.Tensor]] = []
     collected = 0
     while collected < num_episodes:
-        obs = env.reset()
+        obs = env.reset().clone()
         layouts = {
             "colour_cells": env.colour_cells.clone(),
             "wall_cells": env.wall_cells.clone(),
