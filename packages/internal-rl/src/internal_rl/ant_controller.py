@@ -41,9 +41,9 @@ class GaitMPCController:
         self,
         env: AntPinpadEnv,
         *,
-        num_candidates: int = 12,
+        num_candidates: int = 16,
         plan_horizon: int = 20,
-        replan_every: int = 10,
+        replan_every: int = 5,
         seed: int = 0,
     ):
         self.env = env
