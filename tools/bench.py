@@ -71,9 +71,9 @@ def _forward_backward(
     fn(q, k, v).backward(grad)
 
 
-def _project(points, colors, ks, es, size: int, backend: str) -> None:
+def _project(points, colors, ks, es, size: int, backend: str):
     with torch.no_grad():
-        project_points(points, colors, ks, es, size, size, backend=backend)
+        return project_points(points, colors, ks, es, size, size, backend=backend)
 
 
 def livr_roles(seq: int, image_frac: float, device: torch.device) -> torch.Tensor:
@@ -112,10 +112,24 @@ def bench_attention(device: torch.device, quick: bool) -> list[dict]:
                 "reference": (lambda q, k, v, m=mask: reference_attention(q, k, v, m), t_dense),
                 "flex": (lambda q, k, v, b=block: flex_bottleneck_attention(q, k, v, b), t_block),
             }
+            # Correctness at the benchmarked size: a fast backend only counts if it agrees with reference.
+            with torch.no_grad():
+                expect = reference_attention(q, k, v, mask).float()
+                err = {
+                    name: float((fn(q, k, v).float() - expect).abs().max())
+                    for name, (fn, _) in backends.items()
+                }
+            del expect
             ref_ms = {}
             for mode in ("fwd", "fwd+bwd"):
                 for name, (fn, t_mask) in backends.items():
-                    row = {**base, "backend": name, "mode": mode, "mask_build_ms": round(t_mask, 3)}
+                    row = {
+                        **base,
+                        "backend": name,
+                        "mode": mode,
+                        "mask_build_ms": round(t_mask, 3),
+                        "fwd_max_abs_err_vs_reference": err[name],
+                    }
                     if mode == "fwd+bwd" and name == "flex" and not cuda:
                         rows.append({**row, "ms": None, "note": "flex has no CPU backward"})
                         continue
@@ -168,7 +182,11 @@ def bench_projection(device: torch.device, quick: bool) -> list[dict]:
         colors = torch.rand(n, 3, device=device, generator=g)
         ks, es = camera_ring(frames, size, device)
         ref = None
+        expect = _project(points, colors, ks, es, size, "reference")
         for name in backends:
+            got = _project(points, colors, ks, es, size, name)
+            exact = all(torch.equal(a, b) for a, b in zip(got, expect, strict=True))
+            del got
             run = functools.partial(_project, points, colors, ks, es, size, name)
             ms = timeit(run, device, warmup=2 if cuda else 1, iters=iters)
             ref = ref or ms
@@ -181,6 +199,7 @@ def bench_projection(device: torch.device, quick: bool) -> list[dict]:
                     "ms": round(ms, 3),
                     "mpoints_cams_per_s": round(n * frames / ms / 1e3, 2),
                     "speedup_vs_reference": round(ref / ms, 3),
+                    "identical_to_reference": exact,
                 }
             )
             print(f"projection n={n} cams={frames} size={size} {name:9s} {ms:10.2f} ms", flush=True)
@@ -199,8 +218,9 @@ def markdown(result: dict) -> str:
         "",
         "## Bottleneck attention (stage 1, 16 q / 2 kv heads, head dim 128, batch 1)",
         "",
-        "| seq | image % | density | dtype | backend | mode | ms | TFLOP/s | x reference | mask build ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| seq | image % | density | dtype | backend | mode | ms | TFLOP/s | x reference | mask build ms "
+        "| fwd max err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["attention"]:
         ms = "n/a" if r["ms"] is None else f"{r['ms']:.2f}"
@@ -208,19 +228,20 @@ def markdown(result: dict) -> str:
         sp = r.get("speedup_vs_reference", r.get("note", "n/a"))
         lines.append(
             f"| {r['seq']} | {round(100 * r['image_frac'])} | {r['density']:.3f} | {r['dtype']} | {r['backend']} "
-            f"| {r['mode']} | {ms} | {tf} | {sp} | {r['mask_build_ms']:.2f} |"
+            f"| {r['mode']} | {ms} | {tf} | {sp} | {r['mask_build_ms']:.2f} "
+            f"| {r['fwd_max_abs_err_vs_reference']:.1e} |"
         )
     lines += [
         "",
         "## Point-cloud projection (radius 0, 3 channels)",
         "",
-        "| points | cameras | size | backend | ms | Mpoint-cams/s | x reference |",
-        "|---|---|---|---|---|---|---|",
+        "| points | cameras | size | backend | ms | Mpoint-cams/s | x reference | identical |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["projection"]:
         lines.append(
             f"| {r['points']} | {r['cameras']} | {r['size']} | {r['backend']} | {r['ms']:.2f} "
-            f"| {r['mpoints_cams_per_s']} | {r['speedup_vs_reference']} |"
+            f"| {r['mpoints_cams_per_s']} | {r['speedup_vs_reference']} | {r['identical_to_reference']} |"
         )
     return "\n".join(lines) + "\n"
 

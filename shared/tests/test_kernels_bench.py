@@ -41,4 +41,6 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
     assert data["attention"] and data["projection"] and data == json.loads(json.dumps(result))
     refs = [r for r in data["attention"] if r["backend"] == "reference"]
     assert all(r["speedup_vs_reference"] == 1.0 for r in refs)
+    assert all(r["fwd_max_abs_err_vs_reference"] < 1e-4 for r in data["attention"])
+    assert all(r["identical_to_reference"] for r in data["projection"])
     assert "| reference |" in (tmp_path / "cpu-quick.md").read_text()
