@@ -115,9 +115,10 @@ def paper_ant_config() -> PretrainConfig:
 
 
 def tiny_config() -> PretrainConfig:
-    """A CPU-sized grid run: 4 x 64 Transformer on 2000 expert episodes."""
+    """A CPU-sized grid run: 4 x 64 Transformer, 1500 steps on 10000 expert episodes."""
+    # Fewer episodes overfit: with 2700 training layouts held-out accuracy peaks at ~0.51 and falls.
     return PretrainConfig(
-        data=DataConfig(num_episodes=2000, eval_fraction=0.1),
+        data=DataConfig(num_episodes=10_000, eval_fraction=0.05),
         model=BackboneConfig(n_layers=4, d_model=64, n_heads=4, mlp_hidden=128),
         steps=1500,
         batch_size=32,

@@ -1,0 +1,123 @@
+"""Linear subgoal probes: fitting, residual collection, the probe run and the CLI path."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from internal_rl.backbone import Backbone, BackboneConfig
+from internal_rl.cli import main
+from internal_rl.data import Trajectories, generate_trajectories
+from internal_rl.envs import GRID_ID
+from internal_rl.pretrain import DataConfig, PretrainConfig, pretrain, tiny_config
+from internal_rl.probe import ProbeConfig, collect_residuals, fit_probes, probe, tiny_probe_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_fit_probes_finds_the_layer_that_encodes_the_label():
+    g = torch.Generator().manual_seed(0)
+    n, layers, d = 3000, 3, 16
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.randn(n, layers, d, generator=g)
+    directions = torch.randn(4, d, generator=g)
+    x[:, 1] += 3 * directions[y]  # only layer 1 carries the label, linearly
+    x[:, 1] = x[:, 1] * 50 + 7  # scale and offset must not matter
+    probes = fit_probes(x[:2000], y[:2000], 4, steps=300, batch_size=256, lr=1e-2, generator=g)
+    acc = probes.accuracy(x[2000:], y[2000:])
+    assert acc[1] > 0.95
+    assert acc[0] < 0.35 and acc[2] < 0.35
+
+
+def test_collect_residuals_keeps_only_real_steps_in_order():
+    torch.manual_seed(0)
+    lengths = torch.tensor([3, 5])
+    subgoals = torch.tensor([[0, 1, 1, -1, -1], [2, 2, 3, 3, 0]])
+    data = Trajectories(
+        env_id="internal_rl/GridPinpad-v0",
+        observations=torch.rand(2, 6, 10),
+        actions=torch.tensor([[0, 1, 2, -1, -1], [1, 1, 1, 1, 1]]),
+        lengths=lengths,
+        subgoals=subgoals,
+        task_ids=torch.zeros(2, dtype=torch.long),
+        success=torch.ones(2, dtype=torch.bool),
+    )
+    model = Backbone(BackboneConfig(obs_dim=10, n_layers=2, d_model=8, n_heads=2, mlp_hidden=16))
+    x, y = collect_residuals(model, data, torch.device("cpu"), batch_size=1)
+    assert x.shape == (8, 3, 8)
+    assert y.tolist() == [0, 1, 1, 2, 2, 3, 3, 0]
+    out = model(data.observations[1:2, :5], return_residuals=True)
+    assert torch.allclose(x[3:, 2], out.residuals[2][0])
+    assert torch.equal(collect_residuals(model, data, torch.device("cpu"), max_tokens=4)[1], y[:4])
+
+
+def test_probe_run_on_real_grid_data(tmp_path):
+    """Pretrain briefly on expert episodes, then probe every layer of every checkpoint."""
+    cfg = tiny_config()
+    cfg = dataclasses.replace(
+        cfg,
+        steps=60,
+        eval_every=60,
+        checkpoint_every=30,
+        device="cpu",
+        run_root=tmp_path,
+    )
+    episodes = generate_trajectories(GRID_ID, num_episodes=200, seed=1, num_envs=200)
+    run = pretrain(cfg, data=episodes[:100]).run_dir
+    probe_data = episodes[100:]
+    pcfg = dataclasses.replace(
+        tiny_probe_config(),
+        run=run,
+        data=DataConfig(eval_fraction=0.25),
+        steps=200,
+        device="cpu",
+        run_root=tmp_path,
+    )
+    result = probe(pcfg, data=probe_data)
+    assert sorted(result.accuracy) == [30, 60]
+    assert all(len(acc) == cfg.model.n_layers + 1 for acc in result.accuracy.values())
+    held_out = probe_data[75:]
+    labels = held_out.subgoals[held_out.step_mask()]
+    assert result.chance == pytest.approx(torch.bincount(labels).max().item() / len(labels))
+    assert all(0.0 <= a <= 1.0 for acc in result.accuracy.values() for a in acc)
+    summary = json.loads((result.run_dir / "probe.json").read_text())
+    assert summary["accuracy_by_layer"]["60"] == pytest.approx(result.accuracy[60])
+    assert summary["held_out_tokens"] == len(labels)
+    assert (result.run_dir / "probe_accuracy.png").stat().st_size > 1000
+
+
+def test_cli_pretrain_then_probe(tmp_path, capsys):
+    common = ["--device", "cpu", "--run-root", str(tmp_path), "--num-threads", "1"]
+    main(
+        [
+            *("pretrain", "tiny", "--steps", "2", "--batch-size", "4", "--data.num-episodes", "12"),
+            *("--model.n-layers", "2", "--model.d-model", "16", "--checkpoint-every", "1", *common),
+        ]
+    )
+    runs = sorted((tmp_path / "internal-rl").iterdir())
+    assert len(runs) == 1 and (runs[0] / "checkpoints" / "step-00000002").is_dir()
+    main(
+        [
+            *("probe", "tiny", "--run", str(runs[0]), "--checkpoints", "latest", "--steps", "5"),
+            *("--data.num-episodes", "6", *common),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "checkpoint 2: L0=" in printed and "L2=" in printed
+    with pytest.raises(SystemExit):
+        main(["pretrain", "no-such-preset"])
+
+
+def test_probe_needs_a_run():
+    with pytest.raises(ValueError, match="set run"):
+        probe(ProbeConfig())
+    assert PretrainConfig().steps == 256_000  # paper defaults stay the defaults
