@@ -60,8 +60,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--quick", action="store_true", help="fewer steps and env counts (CI smoke)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 matches the single-threaded gymnasium loop)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     register_envs()
     load = list(os.getloadavg())
     gym_steps = 2000 if args.quick else 20000
@@ -108,7 +115,9 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {result['device_name']}; "
         f"quick: {args.quick}; load average at start {[round(x, 2) for x in load]}.",
         "",
-        "- Random actions, new solvable layout at every reset (auto-reset in the batched env).",
+        "- Random actions, new solvable layout at every reset (auto-reset in the batched env). Random play ends"
+        " episodes after a few steps, so most of the batched cost is drawing and checking fresh layouts.",
+        "- CPU numbers come from a 2-core machine shared with other jobs (see the load average): noisy.",
         f"- gymnasium env, one Python loop: raw {raw:,.0f} steps/s; through gymnasium.make {made:,.0f} steps/s.",
         f"- Target >= 100x the raw gymnasium env at 4096 envs: {'met' if result['target_met'] else 'NOT met'} "
         f"({result['ratio_at_4096']:.1f}x).",
