@@ -67,3 +67,41 @@ def test_layout_puts_references_first_and_trims_them_back_off():
         latent_frames(72, 4)
     with pytest.raises(ValueError, match="must cover the clip"):
         assemble_sequence(clip, refs, control[:, :, :5], num_history=3)
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_stages_export_full_weights(tmp_path):
+    """latentforge-launch with 2 CPU processes (gloo, FSDP2): both stages train and export unsharded weights."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from spatia.models import SpatiaTransformer3DModel
+
+    launch = Path(sys.executable).parent / "latentforge-launch"
+    common = ["--config", "tiny", "--iterations", "2", "--batch-size", "2", "--strategy", "fsdp"]
+    common += ["--data.num-scenes", "1", "--data.num-reference-frames", "0"]
+    cmd = [str(launch), "--nproc-per-node", "2", "-m", "spatia.cli", "train", *common]
+    subprocess.run([*cmd, "--runs-root", str(tmp_path / "s1")], check=True, timeout=900)
+    (run1,) = (tmp_path / "s1" / "spatia").iterdir()
+    stage1 = SpatiaTransformer3DModel.from_pretrained(run1 / "export" / "transformer")
+    assert any(torch.count_nonzero(b.proj_out.weight) > 0 for b in stage1.vace_blocks)
+    subprocess.run(
+        [
+            *cmd,
+            "--stage",
+            "2",
+            "--stage1-checkpoint",
+            str(run1 / "export" / "transformer"),
+            "--runs-root",
+            str(tmp_path / "s2"),
+        ],
+        check=True,
+        timeout=900,
+    )
+    (run2,) = (tmp_path / "s2" / "spatia").iterdir()
+    lora = load_file(str(run2 / "export" / "lora" / "pytorch_lora_weights.safetensors"))
+    assert lora["transformer.blocks.0.attn1.to_q.lora_A.weight"].shape == (4, 24)  # whole, not a shard
+    assert any(torch.count_nonzero(v) > 0 for k, v in lora.items() if "lora_B" in k)

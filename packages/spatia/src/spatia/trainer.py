@@ -212,6 +212,9 @@ def train(config: TrainConfig, *, run_dir: Path | None = None) -> Path:
         shard_modules=(WanTransformerBlock, SpatiaControlBlock),
         param_dtype=dtype if config.strategy == "fsdp" and dtype != torch.float32 else None,
     )
+    # FSDP2 swaps parameters for sharded ones: take the trainable set from the wrapped model.
+    del params
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
     if config.resume is not None:
@@ -288,9 +291,15 @@ def export_pretrained(
 
     The LoRA is written with Wan's pipeline LoRA format (keys under ``transformer.``), so
     ``WanPipeline.load_lora_weights`` and ``model.load_lora_adapter(path)`` both read it.
+    ``state_dict`` is the gathered state of an FSDP-sharded ``model`` (whose own parameters
+    are shards).
     """
     if stage == 1:
         path = out_dir / "transformer"
+        if state_dict is not None:
+            full = SpatiaTransformer3DModel.from_config(model.config)
+            full.load_state_dict(state_dict)
+            model = full
         model.save_pretrained(path)
         return path
     from diffusers.loaders import WanLoraLoaderMixin
