@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco creates a context
 
@@ -105,15 +107,34 @@ def test_sync_vector_env_runs():
     envs.close()
 
 
-def test_renders_rgb_array_headless():
-    e = AntPinpadEnv(render_mode="rgb_array", width=64, height=64)
-    e.reset(seed=0, options={"layout": LAYOUT})
-    try:
-        frame = e.render()
-    except Exception as exc:  # no EGL/OSMesa library on this machine
-        pytest.skip(f"MuJoCo offscreen rendering unavailable ({exc}); install libegl1 libgl1-mesa-dri")
+RENDER_SCRIPT = """
+import sys
+import numpy as np
+from internal_rl.envs.ant import AntPinpadEnv
+from internal_rl.envs.grid import GridLayout
+env = AntPinpadEnv(render_mode="rgb_array", width=64, height=64)
+env.reset(seed=0, options={"layout": GridLayout(np.array([0, 1, 2, 3]), np.array([8]), 4)})
+frame = env.render()
+env.close()
+np.save(sys.argv[1], frame)
+"""
+
+
+def test_renders_rgb_array_headless(tmp_path):
+    # A subprocess: Mesa's software EGL loads its own LLVM, which can crash a later triton import
+    # in the same process (see the README's rendering note).
+    out = tmp_path / "frame.npy"
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.run(
+        [sys.executable, "-c", RENDER_SCRIPT, str(out)], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0 and ("EGL" in proc.stderr or "OSMesa" in proc.stderr or "GL" in proc.stderr):
+        pytest.skip(
+            f"MuJoCo offscreen rendering unavailable; install libegl1 libgl1-mesa-dri: {proc.stderr[-300:]}"
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frame = np.load(out)
     assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
     # the red tile of colour 0 (top-left cell) shows up in the top-left of the top-down view
     corner = frame[4:14, 4:14].reshape(-1, 3).mean(0)
     assert corner[0] > corner[1] + 50
-    e.close()
