@@ -56,7 +56,9 @@ def test_save_load_round_trip_with_shards(grid_data, tmp_path):
     grid_data.save(tmp_path / "ds", shard_size=64)
     index = json.loads((tmp_path / "ds" / "index.json").read_text())
     assert [s["num_episodes"] for s in index["shards"]] == [64, 64, 22] and index["env_id"] == GRID_ID
+    assert index["observations_stored_as"] == "uint8"  # one-hot grid observations are stored compactly
     back = Trajectories.load(tmp_path / "ds")
+    assert back.observations.dtype == torch.float32
     for key in ("observations", "actions", "lengths", "subgoals", "task_ids", "success"):
         assert torch.equal(getattr(back, key), getattr(grid_data, key)), key
     assert all(torch.equal(back.layouts[k], v) for k, v in grid_data.layouts.items())

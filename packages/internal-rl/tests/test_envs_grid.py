@@ -99,8 +99,9 @@ def test_visit_needs_entering_from_another_cell():
     assert not term and info["colours_visited"] == 1
 
 
-def test_sync_vector_env_runs():
-    envs = gym.make_vec(GRID_ID, num_envs=3, vectorization_mode="sync", task_set="pretrain")
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_envs_run(mode):
+    envs = gym.make_vec(GRID_ID, num_envs=3, vectorization_mode=mode, task_set="pretrain")
     obs, _ = envs.reset(seed=1)
     assert obs.shape == (3, 637)
     for _ in range(30):

@@ -98,3 +98,10 @@ def test_controller_walks_towards_its_waypoint():
         assert not terminated, info["termination_cause"]
     assert np.linalg.norm(goal - env.torso_xy) < before - 0.3
     env.close()
+
+
+def test_controller_generates_ant_data_by_default():
+    data = generate_trajectories(ANT_ID, "posttrain", num_episodes=2, seed=3, env_kwargs={"horizon": 12})
+    assert data.actions.shape[0] == 2 and data.actions.shape[-1] == 8 and data.observations.shape[-1] == 41
+    assert (data.lengths <= 12).all() and set(data.layouts) >= {"colour_cells", "wall_cells", "start_xy"}
+    assert (data.subgoals[:, 0] == 0).all()  # the post-training task starts with colour 0
