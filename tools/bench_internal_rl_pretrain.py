@@ -22,7 +22,7 @@ import torch
 from internal_rl.backbone import Backbone, BackboneConfig, ant_backbone_config
 from internal_rl.pretrain import Batch, PretrainConfig, make_optimizer, sequence_losses
 
-GRID_OBS, ANT_OBS = 637, 64  # the ant's observation size depends on the env build; 64 is representative
+GRID_OBS, ANT_OBS = 637, 41  # ant-pinpad: 27 proprioception + 2 global + 10 relative + 2 in-cell
 
 
 @dataclass
