@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,46 @@ def test_two_process_fsdp_stages_export_full_weights(tmp_path):
     lora = load_file(str(run2 / "export" / "lora" / "pytorch_lora_weights.safetensors"))
     assert lora["transformer.blocks.0.attn1.to_q.lora_A.weight"].shape == (4, 24)  # whole, not a shard
     assert any(torch.count_nonzero(v) > 0 for k, v in lora.items() if "lora_B" in k)
+
+
+def test_preview_data_writes_what_the_model_sees(tmp_path):
+    import imageio.v3 as iio
+
+    from spatia.data.procedural import ProceduralClips
+    from spatia.preview import preview_panels
+
+    main(
+        [
+            "preview-data",
+            "--config",
+            "tiny",
+            "--num-clips",
+            "1",
+            "--data.num-scenes",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    gif = iio.imread(tmp_path / "clip_0.gif", index=None)
+    assert gif.shape[:3] == (9, 32, 96)  # 9 frames, three 32x32 panels
+    cams = json.loads((tmp_path / "clip_0_cameras.json").read_text())
+    assert cams["num_history_frames"] == 5 and len(cams["extrinsics_w2c"]) == 9
+    assert (tmp_path / "clip_0_references.png").is_file()
+    clips = ProceduralClips(
+        num_scenes=1,
+        height=32,
+        width=32,
+        first_clip_frames=9,
+        history_frames=5,
+        new_frames=4,
+        num_reference_frames=2,
+        seed=1,
+    )
+    sample = clips.sample(0, False)
+    panels = preview_panels(sample)
+    holes = sample.holes.numpy()
+    assert np.all(panels[:, :, 64:][holes] == 255) and np.all(panels[:, :, 64:][~holes] == 0)
+    assert np.array_equal(
+        panels[:, :, 32:64], ((sample.render.permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
+    )

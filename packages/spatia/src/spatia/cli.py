@@ -56,6 +56,28 @@ def _train_command(base: TrainConfig):
     return train
 
 
+def _preview_command(base: TrainConfig):
+    def preview_data(
+        config: Annotated[TrainConfig, tyro.conf.arg(name="")] = base,
+        out: str = "runs/spatia/preview",
+        num_clips: int = 2,
+        first_clips: bool = False,
+    ) -> None:
+        """Write the training clips' conditions (frames | memory render | holes GIFs, references, cameras) to OUT.
+
+        Uses the data options of --config tiny|paper|FILE; --first-clips previews image-conditioned first clips.
+        """
+        from spatia.preview import save_clip_preview
+        from spatia.trainer import build_dataset
+
+        dataset = build_dataset(config.data, config.seed)
+        for i in range(num_clips):
+            paths = save_clip_preview(dataset.sample(i, first_clips), out, f"clip_{i}")
+            print(*paths, sep="\n")
+
+    return preview_data
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Spatia: camera-controlled video generation with an updatable 3D spatial memory."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -64,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = resolve_config(TrainConfig, source, PRESETS)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"spatia: {exc}") from exc
-    run_subcommands({"info": info, "train": _train_command(base)}, description=main.__doc__, argv=args)
+    run_subcommands(
+        {"info": info, "train": _train_command(base), "preview-data": _preview_command(base)},
+        description=main.__doc__,
+        argv=args,
+    )
 
 
 if __name__ == "__main__":
