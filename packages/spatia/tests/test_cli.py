@@ -149,3 +149,8 @@ def test_preview_data_writes_what_the_model_sees(tmp_path):
     assert np.array_equal(
         panels[:, :, 32:64], ((sample.render.permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
     )
+
+
+def test_real_video_sources_fail_fast_with_the_missing_piece_named(tmp_path):
+    with pytest.raises(NotImplementedError, match="memory reconstructed"):
+        main(["train", "--data.source", "realestate10k", "--runs-root", str(tmp_path)])

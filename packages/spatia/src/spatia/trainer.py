@@ -197,6 +197,7 @@ def train(config: TrainConfig, *, run_dir: Path | None = None) -> Path:
     if config.batch_size % env.world_size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {env.world_size} ranks")
     dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
+    dataset = build_dataset(config.data, config.seed)  # before the networks: fail fast on bad data options
     networks = build_networks(config.model, stage1_checkpoint=config.stage1_checkpoint, dtype=torch.float32)
     model = networks.transformer
     params = configure_stage(model, config.stage, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha)
@@ -229,7 +230,6 @@ def train(config: TrainConfig, *, run_dir: Path | None = None) -> Path:
         start = state.step
         log.info("resumed %s at step %d", state.path, start)
 
-    dataset = build_dataset(config.data, config.seed)
     sampler = BatchSampler(
         dataset,
         networks,
