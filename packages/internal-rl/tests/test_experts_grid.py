@@ -141,3 +141,23 @@ def test_batched_shortest_task_lengths_match_brute_force(task_set):
         else:
             assert lengths[i] == expected
     assert unsolvable < 64
+
+
+def test_batched_expert_stays_optimal_across_autoresets():
+    # The expert caches one distance field per env; after every auto-reset it must use the new layout's.
+    env = BatchedGridPinpad(32, "pretrain", size=5, seed=4, autoreset=True)
+    env.reset()
+    expert = BatchedGridExpert(env, seed=0)
+    optimum = env.shortest_task_lengths(torch.arange(32))
+    steps = torch.zeros(32, dtype=torch.long)
+    episodes = 0
+    for _ in range(300):
+        _, reward, term, trunc, _ = env.step(expert.act())
+        steps += 1
+        done = term | trunc
+        assert (reward[done] == 1).all() and (steps[done] == optimum[done]).all()
+        episodes += int(done.sum())
+        ids = done.nonzero().squeeze(1)
+        steps[ids] = 0
+        optimum[ids] = env.shortest_task_lengths(ids)
+    assert episodes > 100

@@ -78,6 +78,7 @@ class BatchedGridPinpad:
         self.agent = torch.zeros(n, **long)
         self.start = torch.zeros(n, **long)
         self.task_ids = torch.zeros(n, **long)
+        self.layout_version = torch.zeros(n, **long)
         self.progress = torch.zeros(n, **long)
         self.t = torch.zeros(n, **long)
         self._obs = torch.zeros(n, self.obs_dim, device=self.device)
@@ -94,6 +95,7 @@ class BatchedGridPinpad:
     def _place(
         self, ids: torch.Tensor, colours: torch.Tensor, walls: torch.Tensor, agent: torch.Tensor
     ) -> None:
+        self.layout_version[ids] += 1  # lets cached per-layout data (the expert's fields) notice resets
         self.colour_cells[ids], self.wall_cells[ids] = colours, walls
         self.agent[ids], self.start[ids] = agent, agent
         colour_at = torch.full((len(ids), self.num_cells), -1, dtype=torch.long, device=self.device)
@@ -324,7 +326,7 @@ class BatchedGridExpert:
     def action_costs(self) -> torch.Tensor:
         env = self.env
         target = env.next_colours()
-        key = torch.stack([target, env.progress, env.start], dim=1)
+        key = torch.stack([target, env.progress, env.layout_version], dim=1)
         stale = ((key != self._key).any(dim=1) & (target >= 0)).nonzero().squeeze(1)
         if len(stale):
             self._dist[stale] = env.distance_fields(stale, target[stale])
