@@ -109,7 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 repeats, tiny frame size only")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 2
     result = {
         "device": "cpu",
         "torch": torch.__version__,
@@ -118,7 +121,9 @@ def main() -> None:
         "load_average_1_5_15_at_start": [round(v, 2) for v in os.getloadavg()],
         "parameters_wan22_ti2v_5b": parameter_counts(),
         "tiny_training": tiny_training_steps(args.repeats),
-        "procedural_data": [data_pipeline(args.repeats, 32, 32), data_pipeline(args.repeats, 96, 160)],
+        "quick": args.quick,
+        "procedural_data": [data_pipeline(args.repeats, 32, 32)]
+        + ([] if args.quick else [data_pipeline(args.repeats, 96, 160)]),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
