@@ -23,28 +23,36 @@ else
 fi
 
 # --- 2. system libraries ------------------------------------------------------------
-# library soname -> Debian package that provides it
-declare -A SYSTEM_LIBS=(
-  ["libusb-1.0.so.0"]="libusb-1.0-0"  # open3d (spatia's point-cloud memory)
-  ["libOSMesa.so"]="libosmesa6"       # MuJoCo offscreen rendering without a GPU (internal-rl)
-  ["libEGL.so.1"]="libegl1"           # MuJoCo EGL rendering on GPU machines
-  ["libGL.so.1"]="libgl1"             # open3d / MuJoCo GL entry points
+# Debian package -> why. On Debian/Ubuntu they are checked with dpkg and installed with
+# apt-get when we are root; elsewhere the core sonames are checked and the user is told.
+declare -A SYSTEM_PACKAGES=(
+  ["libusb-1.0-0"]="open3d (spatia's point-cloud memory) links libusb-1.0"
+  ["libgl1"]="GL entry points for open3d and MuJoCo"
+  ["libosmesa6"]="MuJoCo offscreen rendering without a GPU (MUJOCO_GL=osmesa)"
+  ["libegl1"]="MuJoCo EGL rendering (MUJOCO_GL=egl)"
+  ["libegl-mesa0"]="Mesa's EGL vendor library: software EGL on machines without an NVIDIA driver"
+  ["libgl1-mesa-dri"]="Mesa's software rasteriser used by EGL/OSMesa on CPU-only machines"
 )
 missing=()
-for lib in "${!SYSTEM_LIBS[@]}"; do
-  if ! ldconfig -p 2>/dev/null | grep -q "${lib}"; then
-    missing+=("${SYSTEM_LIBS[$lib]}")
-  fi
-done
+if command -v dpkg-query >/dev/null 2>&1; then
+  for pkg in "${!SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+else
+  for lib in libusb-1.0.so.0 libGL.so.1 libEGL.so.1; do
+    ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$lib")
+  done
+fi
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1
   else
-    say "missing system packages: ${missing[*]}"
-    say "install them first, e.g.: sudo apt-get install ${missing[*]}  (or your distribution's equivalent)"
+    say "missing system libraries: ${missing[*]}"
+    for pkg in "${missing[@]}"; do say "  $pkg: ${SYSTEM_PACKAGES[$pkg]:-needed by open3d / MuJoCo}"; done
+    say "install them first (Debian/Ubuntu: sudo apt-get install ${missing[*]}), then re-run"
     exit 1
   fi
 fi
