@@ -51,9 +51,9 @@ train-internal-rl: setup ## internal-rl: the full pipeline on the embedded CPU d
 train-spatia: setup ## spatia: tiny model, loop generation with/without memory (not built yet)
 	@echo "train-spatia is not built yet: it lands with the issue 'spatia, part 2'." >&2; exit 2
 
-bench: setup ## kernel and environment benchmarks; results in benchmarks/results/
-	@shopt -s nullglob; scripts=(tools/bench*.py); \
-	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks are built yet (tools/bench*.py)" >&2; exit 2; fi; \
+bench: setup ## every benchmark (tools/bench*.py, packages/*/benchmarks/); results in benchmarks/results/ (ARGS=--quick: smoke sizes)
+	@shopt -s nullglob; scripts=(tools/bench*.py packages/*/benchmarks/bench_*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks are built yet" >&2; exit 2; fi; \
 	for s in "$${scripts[@]}"; do echo "== $$s"; $(RUN) python $$s --out benchmarks/results $(ARGS) || exit 1; done
 
 lint: setup ## ruff lint + format check, and uv.lock up to date
