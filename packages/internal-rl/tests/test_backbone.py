@@ -15,15 +15,6 @@ from internal_rl.backbone import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2 shared cores are oversubscribed by parallel test runs; one thread is much faster then.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small(arch: str, **kw) -> BackboneConfig:
     if arch == "transformer":
         return BackboneConfig(obs_dim=20, n_layers=4, d_model=32, n_heads=4, mlp_hidden=64, **kw)

@@ -25,14 +25,6 @@ from internal_rl.pretrain import (
 from latentforge.runs import read_metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_trajectories(
     episodes: int = 24, steps: int = 12, obs_dim: int = 10, discrete: bool = True, seed=0
 ):

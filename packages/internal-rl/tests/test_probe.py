@@ -16,14 +16,6 @@ from internal_rl.pretrain import DataConfig, PretrainConfig, pretrain, tiny_conf
 from internal_rl.probe import ProbeConfig, collect_residuals, fit_probes, probe, tiny_probe_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_fit_probes_finds_the_layer_that_encodes_the_label():
     g = torch.Generator().manual_seed(0)
     n, layers, d = 3000, 3, 16
