@@ -107,3 +107,29 @@ class BackboneAdapter(abc.ABC):
                 f"{where}: model_type {model_type!r} does not match backbone {self.name!r} "
                 f"(expects {list(self.model_types)})"
             )
+
+
+class QwenVLFamilyAdapter(BackboneAdapter):
+    """What Qwen2.5-VL and Qwen3-VL share: the special tokens and the PIL image processor.
+
+    The two differ only in model class, configs and the vision patch size.
+    """
+
+    vision_patch_size: int = 14
+
+    @staticmethod
+    def special_token_ids(vocab: dict[str, int]) -> dict[str, int]:
+        """The image/video placeholder and vision-bracket ids a Qwen-VL config needs."""
+        return {
+            "image_token_id": vocab["<|image_pad|>"],
+            "video_token_id": vocab["<|video_pad|>"],
+            "vision_start_token_id": vocab["<|vision_start|>"],
+            "vision_end_token_id": vocab["<|vision_end|>"],
+        }
+
+    def image_processor(self, **overrides: Any) -> Any:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        kwargs = dict(patch_size=self.vision_patch_size, merge_size=2, temporal_patch_size=2)
+        kwargs.update(overrides)
+        return Qwen2VLImageProcessorPil(**kwargs)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from transformers import (
     PretrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
 )
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from livr.backbones.base import BackboneAdapter
+from livr.backbones.base import QwenVLFamilyAdapter
 
 
-class Qwen25VLAdapter(BackboneAdapter):
+class Qwen25VLAdapter(QwenVLFamilyAdapter):
     name = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
+    vision_patch_size = 14
     default_model_id = "Qwen/Qwen2.5-VL-3B-Instruct"
 
     @property
@@ -81,13 +79,5 @@ class Qwen25VLAdapter(BackboneAdapter):
                 window_size=56,
                 fullatt_block_indexes=[1],
             ),
-            image_token_id=vocab["<|image_pad|>"],
-            video_token_id=vocab["<|video_pad|>"],
-            vision_start_token_id=vocab["<|vision_start|>"],
-            vision_end_token_id=vocab["<|vision_end|>"],
+            **self.special_token_ids(vocab),
         )
-
-    def image_processor(self, **overrides: Any) -> Any:
-        kwargs = dict(patch_size=14, merge_size=2, temporal_patch_size=2)
-        kwargs.update(overrides)
-        return Qwen2VLImageProcessorPil(**kwargs)

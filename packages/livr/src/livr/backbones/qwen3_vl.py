@@ -6,17 +6,15 @@ first language-model layers; that stays inside image positions, so the bottlenec
 
 from __future__ import annotations
 
-from typing import Any
-
 from transformers import PretrainedConfig, PreTrainedModel, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from livr.backbones.base import BackboneAdapter
+from livr.backbones.base import QwenVLFamilyAdapter
 
 
-class Qwen3VLAdapter(BackboneAdapter):
+class Qwen3VLAdapter(QwenVLFamilyAdapter):
     name = "qwen3_vl"
     model_types = ("qwen3_vl",)
+    vision_patch_size = 16
     default_model_id = "Qwen/Qwen3-VL-4B-Instruct"
 
     @property
@@ -91,13 +89,5 @@ class Qwen3VLAdapter(BackboneAdapter):
                 num_position_embeddings=64,
                 deepstack_visual_indexes=[0],
             ),
-            image_token_id=vocab["<|image_pad|>"],
-            video_token_id=vocab["<|video_pad|>"],
-            vision_start_token_id=vocab["<|vision_start|>"],
-            vision_end_token_id=vocab["<|vision_end|>"],
+            **self.special_token_ids(vocab),
         )
-
-    def image_processor(self, **overrides: Any) -> Any:
-        kwargs = dict(patch_size=16, merge_size=2, temporal_patch_size=2)
-        kwargs.update(overrides)
-        return Qwen2VLImageProcessorPil(**kwargs)
