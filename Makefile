@@ -42,14 +42,14 @@ test-internal-rl: setup ## tests of the internal-rl package
 test-spatia: setup ## tests of the spatia package
 	$(PYTEST) packages/spatia/tests $(ARGS)
 
-train-livr: setup ## livr: Direct SFT vs LIVR on the embedded CPU default (not built yet)
-	@echo "train-livr is not built yet: it lands with the issue 'livr, part 2' (make train-livr)." >&2; exit 2
+train-livr: setup ## livr: Direct SFT vs LIVR, CPU default (ARGS="--config paper --backbone qwen2.5-vl-3b" on GPUs)
+	$(RUN) livr reproduce $(ARGS)
 
-train-internal-rl: setup ## internal-rl: the full pipeline on the embedded CPU default (not built yet)
-	@echo "train-internal-rl is not built yet: it lands with the issue 'internal-rl, part 2'." >&2; exit 2
+train-internal-rl: setup ## internal-rl: data, pretraining, metacontroller, internal RL vs baselines, CPU default (ARGS="--config paper" on GPUs)
+	$(RUN) internal-rl reproduce $(ARGS)
 
-train-spatia: setup ## spatia: tiny model, loop generation with/without memory (not built yet)
-	@echo "train-spatia is not built yet: it lands with the issue 'spatia, part 2'." >&2; exit 2
+train-spatia: setup ## spatia: tiny model, loop generation with/without memory, CPU default (ARGS="--config paper" on GPUs)
+	$(RUN) spatia reproduce $(ARGS)
 
 bench: setup ## every benchmark (tools/bench*.py, packages/*/benchmarks/); results in benchmarks/results/ (ARGS=--quick: smoke sizes)
 	@shopt -s nullglob; scripts=(tools/bench*.py packages/*/benchmarks/bench_*.py); \
