@@ -178,3 +178,52 @@ def test_relative_buckets_are_exact_near_and_logarithmic_far():
     assert torch.equal(buckets[:16], torch.arange(16))
     assert buckets.max() == 31 and (buckets[128:] == 31).all()
     assert (buckets.diff() >= 0).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("controlled", [False, True])
+def test_step_by_step_equals_forward(arch, controlled):
+    torch.manual_seed(0)
+    # 21 steps: crosses the KV cache's first growth (16) and Hawk's scan chunk (16).
+    model = Backbone(small(arch, scan_chunk=16)).eval()
+    obs = torch.randn(3, 21, 20)
+    u = 0.3 * torch.randn(32, 32)
+    control = (lambda e: e @ u.T) if controlled else None
+    layer = 2 if controlled else None
+    with torch.no_grad():
+        full = model(obs, control=control, control_layer=layer, return_residuals=True)
+        state = model.init_state(3)
+        steps = []
+        for t in range(obs.shape[1]):
+            out, state = model.step(
+                obs[:, t], state, control=control, control_layer=layer, return_residuals=True
+            )
+            assert first_head(out).shape[1] == 1 and len(out.residuals) == model.n_layers + 1
+            steps.append(out)
+    assert state.t == 21
+    torch.testing.assert_close(
+        torch.cat([first_head(o) for o in steps], 1), first_head(full), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(torch.cat([o.obs_pred for o in steps], 1), full.obs_pred, atol=1e-5, rtol=1e-4)
+    for layer_index in range(model.n_layers + 1):
+        torch.testing.assert_close(
+            torch.cat([o.residuals[layer_index] for o in steps], 1),
+            full.residuals[layer_index],
+            atol=1e-5,
+            rtol=1e-4,
+        )
+    if controlled:  # the control really acted (guards against a test that passes by ignoring it)
+        plain = model(obs)
+        assert not torch.allclose(first_head(plain), first_head(full), atol=1e-3)
+
+
+def test_step_with_previous_actions_equals_forward():
+    torch.manual_seed(0)
+    model = Backbone(small("transformer", condition_on_prev_action=True)).eval()
+    obs, actions = torch.randn(2, 9, 20), torch.randint(0, 4, (2, 9))
+    prev = shift_actions(actions, discrete=True)
+    with torch.no_grad():
+        full = model(obs, prev)
+        state = model.init_state(2)
+        logits = [model.step(obs[:, t], state, prev_action=prev[:, t])[0].action_logits for t in range(9)]
+    torch.testing.assert_close(torch.cat(logits, 1), full.action_logits, atol=1e-5, rtol=1e-4)

@@ -151,6 +151,38 @@ class RelativeCausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
+    def step(self, x: torch.Tensor, cache: KVCache, bias: torch.Tensor) -> torch.Tensor:
+        """One token ``x`` (B, 1, D) against the cached keys/values; ``bias`` (1, H, 1, t+1)."""
+        b, _, d = x.shape
+        q, k, v = self.qkv(x).view(b, 1, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        keys, values = cache.append(k, v)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
+        return self.out(y.transpose(1, 2).reshape(b, 1, d))
+
+
+class KVCache:
+    """Keys and values of one attention layer, in a buffer that doubles when full (no per-step concat)."""
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add one step's (B, H, 1, hd) key and value; return the (B, H, t+1, hd) views so far."""
+        if self.keys is None or self.values is None or self.length == self.keys.shape[2]:
+            capacity = max(16, 2 * self.length)
+            keys = k.new_zeros(*k.shape[:2], capacity, k.shape[-1])
+            values = v.new_zeros(*v.shape[:2], capacity, v.shape[-1])
+            if self.keys is not None and self.values is not None:
+                keys[:, :, : self.length] = self.keys[:, :, : self.length]
+                values[:, :, : self.length] = self.values[:, :, : self.length]
+            self.keys, self.values = keys, values
+        self.keys[:, :, self.length] = k[:, :, 0]
+        self.values[:, :, self.length] = v[:, :, 0]
+        self.length += 1
+        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
+
 
 class BlockDiagonalLinear(nn.Module):
     """Per-head linear maps, as Griffin's RG-LRU gates."""
@@ -217,6 +249,14 @@ class RGLRU(nn.Module):
         multiplier = torch.sqrt((1 - torch.exp(2 * log_a)).clamp(min=1e-12))
         return linear_scan(a, multiplier * i * x, chunk=self.chunk)
 
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step of the recurrence: ``x`` (B, W), previous state ``h`` (B, W) -> new state."""
+        r = torch.sigmoid(self.recurrence_gate(x))
+        i = torch.sigmoid(self.input_gate(x))
+        log_a = -self.c * r * F.softplus(-self.a_logit)
+        multiplier = torch.sqrt((1 - torch.exp(2 * log_a)).clamp(min=1e-12))
+        return log_a.exp() * h + multiplier * i * x
+
 
 class HawkMixer(nn.Module):
     """Griffin's recurrent block: GeLU gate branch times (causal conv -> RG-LRU) branch."""
@@ -236,6 +276,28 @@ class HawkMixer(nn.Module):
         u = self.conv(self.inp(x).transpose(1, 2))[..., :t].transpose(1, 2)  # left padding only: causal
         return self.out(F.gelu(self.gate(x)) * self.lru(u))
 
+    def step(self, x: torch.Tensor, state: HawkState, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """One token ``x`` (B, 1, D); updates ``state`` (conv inputs, RG-LRU state) in place."""
+        u = self.inp(x[:, 0])  # (B, W)
+        window = torch.cat([state.conv, u[:, None]], 1)  # the last conv_width inputs, oldest first
+        weight = self.conv.weight[:, 0].t()  # (conv_width, W)
+        conv = (window * weight).sum(1)
+        if self.conv.bias is not None:
+            conv = conv + self.conv.bias
+        state.conv = window[:, 1:]
+        state.h = self.lru.step(conv, state.h)
+        return self.out(F.gelu(self.gate(x)) * state.h[:, None])
+
+
+@dataclass
+class HawkState:
+    """One Hawk layer's recurrent state: the conv's previous inputs and the RG-LRU state."""
+
+    conv: torch.Tensor
+    """(B, conv_width - 1, lru_width), oldest first (zeros before the first step, as the conv's padding)."""
+    h: torch.Tensor
+    """(B, lru_width)."""
+
 
 class Block(nn.Module):
     def __init__(self, cfg: BackboneConfig):
@@ -250,6 +312,20 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         x = x + self.mixer(self.norm1(x), bias)
         return x + self.mlp(self.norm2(x))
+
+    def step(self, x: torch.Tensor, state: KVCache | HawkState, bias: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.mixer.step(self.norm1(x), state, bias)
+        return x + self.mlp(self.norm2(x))
+
+
+@dataclass
+class BackboneState:
+    """What :meth:`Backbone.step` carries between tokens: the step count and one state per block."""
+
+    t: int
+    """Tokens consumed so far (the next token's position)."""
+    layers: list[KVCache | HawkState]
+    """Per block: a :class:`KVCache` (Transformer) or a :class:`HawkState` (Hawk)."""
 
 
 class Backbone(nn.Module):
@@ -368,6 +444,81 @@ class Backbone(nn.Module):
         if cfg.obs_likelihood == "gaussian":
             out.obs_log_std = self.obs_log_std.clamp(cfg.min_log_std, cfg.max_log_std).expand_as(out.obs_pred)
         return out
+
+    # -- incremental inference -----------------------------------------------------------------
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> BackboneState:
+        """An empty state for :meth:`step`: KV caches (Transformer) or zero conv/RG-LRU states (Hawk)."""
+        if device is None:
+            device = self.obs_embed.weight.device
+        cfg = self.config
+        layers: list[KVCache | HawkState] = []
+        for _ in range(cfg.n_layers):
+            if cfg.arch == "transformer":
+                layers.append(KVCache())
+            else:
+                dtype = self.obs_embed.weight.dtype
+                conv = torch.zeros(batch_size, cfg.conv_width - 1, cfg.lru_width, device=device, dtype=dtype)
+                layers.append(
+                    HawkState(conv=conv, h=torch.zeros(batch_size, cfg.lru_width, device=device, dtype=dtype))
+                )
+        return BackboneState(t=0, layers=layers)
+
+    def _step_bias(self, t: int, device: torch.device) -> torch.Tensor | None:
+        """(1, H, 1, t+1) attention bias of query ``t`` over keys ``0..t`` (all in the past: no mask)."""
+        if self.config.arch != "transformer":
+            return None
+        rel = torch.arange(t + 1, device=device) - t
+        buckets = relative_position_bucket(rel, self.config.rel_pos_buckets, self.config.rel_pos_max_distance)
+        return self.rel_bias(buckets).t()[None, :, None, :]
+
+    def step(
+        self,
+        obs_t: torch.Tensor,
+        state: BackboneState,
+        control: Control | None = None,
+        control_layer: int | None = None,
+        return_residuals: bool = False,
+        *,
+        prev_action: torch.Tensor | None = None,
+    ) -> tuple[BackboneOutput, BackboneState]:
+        """Consume one observation ``obs_t`` (B, obs_dim) and predict a_t, o_{t+1} from o_{1:t}.
+
+        Equals :meth:`forward` on the whole sequence at this position (tested), at O(t) cost per
+        token (Transformer) or O(1) (Hawk). ``control`` gets the (B, 1, n_e) residual at
+        ``control_layer`` and returns its delta, as in :meth:`forward`. ``prev_action`` (B,) or
+        (B, action_dim) is a_{t-1}, needed only by models with ``condition_on_prev_action``.
+        The returned state is ``state`` updated in place.
+        """
+        if obs_t.dim() != 2:
+            raise ValueError(f"obs_t must be (B, {self.config.obs_dim}), got {tuple(obs_t.shape)}")
+        if control is not None and control_layer is None:
+            raise ValueError("control needs control_layer (the paper uses n_layers // 2)")
+        if control_layer is not None:
+            self._check_layer(control_layer)
+        prev = None if prev_action is None else prev_action[:, None]
+        x = self.embed(obs_t[:, None], prev)
+        bias = self._step_bias(state.t, x.device)
+        residuals: list[torch.Tensor] = []
+
+        def visit(layer: int, x: torch.Tensor) -> torch.Tensor:
+            if control is not None and layer == control_layer:
+                delta = control(x)
+                if delta.shape != x.shape:
+                    raise ValueError(
+                        f"control returned shape {tuple(delta.shape)}, expected {tuple(x.shape)}"
+                    )
+                x = x + delta
+            if return_residuals:
+                residuals.append(x)
+            return x
+
+        x = visit(0, x)
+        for layer, (block, layer_state) in enumerate(zip(self.blocks, state.layers, strict=True), start=1):
+            x = visit(layer, block.step(x, layer_state, bias))
+        state.t += 1
+        out = self.heads(x)
+        out.residuals = residuals
+        return out, state
 
     def forward(
         self,
