@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from livr.data import Example
-from livr.tasks import counting, jigsaw
+from livr.tasks import (
+    art_style,
+    counting,
+    functional_correspondence,
+    jigsaw,
+    localization,
+    reflectance,
+    semantic_correspondence,
+    similarity,
+    visual_correspondence,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,13 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         _spec(counting, "count", None, 528, "PixMo-Count"),
         _spec(jigsaw, "choice", AB, 150, "COCO"),
+        _spec(localization, "choice", AB, 122, "COCO"),
+        _spec(visual_correspondence, "choice", ABCD, 700, "HPatches"),
+        _spec(art_style, "choice", AB, 117, "ArtBench-10"),
+        _spec(semantic_correspondence, "choice", ABCD, 139, "SPair-71k"),
+        _spec(functional_correspondence, "choice", ABCD, 146, "FunKPoint"),
+        _spec(reflectance, "choice", ABC, 134, "MID"),
+        _spec(similarity, "choice", AB, 135, "DreamSim NIGHTS"),
     )
 }
 

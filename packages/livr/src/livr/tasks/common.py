@@ -218,3 +218,49 @@ def candidate_points(
         if tries > 10_000:
             raise RuntimeError("could not place distractor points; image too small for the marker spacing")
     return chosen
+
+
+def mark_pair(
+    first: Image.Image,
+    second: Image.Image,
+    ref: Sequence[float],
+    candidates: Sequence[Sequence[float]],
+) -> tuple[Image.Image, Image.Image]:
+    """Copies of the two images with REF circled on the first and A, B, C, ... on the second."""
+    first, second = first.copy(), second.copy()
+    draw_marker(first, ref, "REF", MARKER_COLORS[0])
+    for i, p in enumerate(candidates):
+        draw_marker(second, p, LETTERS[i], MARKER_COLORS[0])
+    return first, second
+
+
+def correspondence_options(k: int = 4) -> tuple[str, ...]:
+    return tuple(f"Point {LETTERS[i]}" for i in range(k))
+
+
+def keypoint_example(
+    rng: random.Random,
+    first: Image.Image,
+    second: Image.Image,
+    ref: Sequence[float],
+    true: Sequence[float],
+    pool: Sequence[Sequence[float]],
+    slot: int,
+    question: str,
+    meta: dict,
+    min_separation: float = 0.12,
+):
+    """A 4-way marked-point question: REF on ``first``; ``true`` and three distractors on ``second``.
+
+    Distractors come from ``pool`` (the other annotated keypoints, which look like plausible
+    answers) and, when too few are far enough apart, from random points.
+    """
+    from livr.data import Example
+
+    sep = min_separation * min(second.size)
+    margin = 0.04 * min(second.size)
+    distractors = candidate_points(rng, true, second.size, 3, sep, margin, pool)
+    candidates = place((float(true[0]), float(true[1])), distractors, slot)
+    a, b = mark_pair(first, second, ref, candidates)
+    meta = {**meta, "ref": [float(ref[0]), float(ref[1])], "candidates": [list(c) for c in candidates]}
+    return Example([a, b], question, LETTERS[slot], meta)

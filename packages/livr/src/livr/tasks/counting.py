@@ -32,7 +32,7 @@ def question(label: str) -> str:
 
 def generate(n: int, *, seed: int = 0, image_size: int = 96) -> list[Example]:
     """Shapes on a 4x4 jittered grid; count one kind (2-10, balanced) among 0-3 of another kind."""
-    rng = random.Random(seed)
+    rng = random.Random(f"{NAME}:{seed}")  # per-task stream: equal seeds give unrelated images across tasks
     cells = 4
     counts = [MIN_COUNT + (i % (MAX_COUNT - MIN_COUNT + 1)) for i in range(n)]
     rng.shuffle(counts)

@@ -48,7 +48,7 @@ def edge_mismatch(holed: Image.Image, piece: Image.Image, box: list[int]) -> flo
 
 def generate(n: int, *, seed: int = 0, image_size: int = 96) -> list[Example]:
     """Procedural scenes; the distractor corner comes from another scene and visibly breaks the edges."""
-    rng = random.Random(seed)
+    rng = random.Random(f"{NAME}:{seed}")  # per-task stream: equal seeds give unrelated images across tasks
     piece = round(image_size * PIECE_FRACTION)
     examples = []
     for slot in balanced_slots(n, 2, rng):
