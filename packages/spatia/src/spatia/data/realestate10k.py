@@ -114,6 +114,54 @@ def parse_camera_file(path: str | os.PathLike) -> CameraTrack:
     )
 
 
+def normalize_intrinsics(intrinsics: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N, 3, 3)`` pixel ``K`` -> ``(N, 4)`` normalised fx, fy, cx, cy (the inverse of ``CameraTrack.intrinsics``)."""
+    k = intrinsics.double()
+    return torch.stack(
+        [k[:, 0, 0] / width, k[:, 1, 1] / height, (k[:, 0, 2] + 0.5) / width, (k[:, 1, 2] + 0.5) / height],
+        dim=-1,
+    )
+
+
+def write_camera_file(
+    path: str | os.PathLike,
+    extrinsics_w2c: torch.Tensor,
+    intrinsics: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    timestamps_us: torch.Tensor | None = None,
+    url: str = "https://example.invalid/generated",
+    fps: float = 30.0,
+) -> Path:
+    """Write a RealEstate10K-format camera file that ``parse_camera_file`` reads back exactly.
+
+    ``intrinsics`` are pixel ``K`` for ``height x width`` frames, ``(3, 3)`` or ``(N, 3, 3)``;
+    timestamps default to ``fps`` spacing. Numbers are written with 17 significant digits.
+    """
+    n = extrinsics_w2c.shape[0]
+    k = intrinsics.double().expand(n, 3, 3) if intrinsics.ndim == 2 else intrinsics.double()
+    if extrinsics_w2c.shape != (n, 4, 4) or k.shape != (n, 3, 3):
+        raise ValueError(
+            f"need (N, 4, 4) poses and (N, 3, 3) intrinsics, got {tuple(extrinsics_w2c.shape)}, {tuple(k.shape)}"
+        )
+    if len(url.split()) != 1:
+        raise ValueError(f"url must be one word, got {url!r}")
+    stamps = (
+        torch.round(torch.arange(n, dtype=torch.float64) * 1e6 / fps).long()
+        if timestamps_us is None
+        else timestamps_us
+    )
+    norm = normalize_intrinsics(k, height, width)
+    lines = [url]
+    for i in range(n):
+        values = [*norm[i].tolist(), 0.0, 0.0, *extrinsics_w2c[i, :3].double().flatten().tolist()]
+        lines.append(" ".join([str(int(stamps[i])), *(f"{v:.17g}" for v in values)]))
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def _resize(frames: np.ndarray, height: int | None, width: int | None) -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float in [0, 1], bilinearly resized if asked."""
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
