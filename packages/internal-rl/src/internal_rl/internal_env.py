@@ -1,0 +1,203 @@
+"""The internal-RL environment (paper Algorithms 1-2): actions are latent codes z, observations
+are residual activations e_{t,l}, and one step runs primitive steps of the frozen base model
+controlled by U(z) until the thresholded switching unit fires.
+
+:class:`BatchedInternalEnv` runs many grids (the batched torch env) with the base model in one
+batch; :class:`InternalGridEnv` is the single-env gymnasium view of it (passes ``check_env``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from internal_rl.envs.grid_batched import BatchedGridPinpad
+from internal_rl.envs.tasks import Task
+from internal_rl.incremental import IncrementalBackbone
+
+
+def make_grid(
+    num_envs: int,
+    task_set: str = "posttrain",
+    *,
+    tasks: tuple[Task, ...] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    **kwargs: Any,
+) -> BatchedGridPinpad:
+    """A batched grid on a named task set, or on explicit ``tasks`` (e.g. a short, easy task)."""
+    if tasks is None:
+        return BatchedGridPinpad(num_envs, task_set, seed=seed, device=device, **kwargs)
+    # The named sets live in the env package; custom tasks replace its task table, and layouts
+    # are then drawn directly (the shared layout pool draws task ids of the named set).
+    kwargs["layout_pool"] = 0
+    grid = BatchedGridPinpad(num_envs, "pretrain", seed=seed, device=device, **kwargs)
+    longest = max(len(t) for t in tasks)
+    grid.tasks = torch.full((len(tasks), longest), -1, dtype=torch.long, device=grid.device)
+    for k, task in enumerate(tasks):
+        grid.tasks[k, : len(task)] = torch.tensor(task)
+    grid.task_lengths = torch.tensor([len(t) for t in tasks], device=grid.device)
+    grid._task_flat = grid.tasks.reshape(-1)
+    grid.task_set = "custom"
+    return grid
+
+
+class BatchedInternalEnv:
+    """``num_envs`` internal environments sharing one frozen base model and metacontroller.
+
+    ``reset()`` returns e (N, n_e); every env then needs a code. ``step(z)`` hands ``z[i]`` to
+    every env ``i`` in ``needs_action`` and runs primitive steps for all unfinished envs until at
+    least one of them either fires its switch (beta >= threshold) or finishes. It returns
+    ``(e, reward, done, info)`` where ``info["decided"]`` marks the envs whose abstract step
+    ended in this call; ``reward`` and ``info["primitive_steps"]`` are what those envs
+    accumulated since their last code (zero for the others).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        num_envs: int,
+        task_set: str = "posttrain",
+        *,
+        tasks: tuple[Task, ...] | None = None,
+        threshold: float = 0.5,
+        seed: int = 0,
+        greedy: bool = False,
+        horizon: int = 100,
+    ):
+        self.base, self.meta, self.layer = model.base, model.meta, model.layer
+        self.device = next(self.base.parameters()).device
+        self.num_envs, self.threshold, self.greedy, self.horizon = num_envs, threshold, greedy, horizon
+        self.task_set, self.tasks = task_set, tasks
+        self.seed(seed)
+
+    def seed(self, seed: int) -> None:
+        # A layout pool of exactly one batch: every reseeded rollout draws only the layouts it uses.
+        self.grid = make_grid(
+            self.num_envs, self.task_set, tasks=self.tasks, seed=seed, device=self.device,
+            horizon=self.horizon, layout_pool=self.num_envs,
+        )  # fmt: skip
+        self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+
+    @property
+    def n_z(self) -> int:
+        return self.meta.config.n_z
+
+    @property
+    def d_model(self) -> int:
+        return self.base.config.d_model
+
+    @torch.no_grad()
+    def reset(self) -> torch.Tensor:
+        n = self.num_envs
+        obs = self.grid.reset().clone()
+        self.stepper = IncrementalBackbone(self.base, n, self.horizon + 1, self.layer)
+        self.e = self.stepper.lower(obs)
+        self.h = self.meta.init_history(n, self.device)
+        self.z = torch.zeros(n, self.n_z, device=self.device)
+        self.needs_action = torch.ones(n, dtype=torch.bool, device=self.device)
+        self.done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.success = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.acc_reward = torch.zeros(n, device=self.device)
+        self.acc_steps = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.t = 0
+        self.actions = torch.full((n, self.horizon), -1, dtype=torch.long, device=self.device)
+        self.betas = torch.zeros(n, self.horizon + 1, device=self.device)
+        self.switch_steps = torch.zeros(n, self.horizon + 1, dtype=torch.bool, device=self.device)
+        self.subgoals = torch.full((n, self.horizon + 1), -1, dtype=torch.long, device=self.device)
+        self.subgoals[:, 0] = self.grid._info()["subgoal"]
+        self.switch_steps[:, 0] = True
+        self.betas[:, 0] = 1.0
+        return self.e.clone()
+
+    @torch.no_grad()
+    def step(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        if self.done.all():
+            raise RuntimeError("every episode is over: call reset()")
+        take = self.needs_action & ~self.done
+        self.z = torch.where(take[:, None], z.to(self.device, torch.float32), self.z)
+        self.needs_action &= ~take
+        decided = torch.zeros_like(self.done)
+        while True:
+            active = ~self.done
+            rows = active.nonzero().squeeze(1)  # finished episodes drop out of the model's batch
+            e = self.e[rows]
+            out = self.stepper.upper(e + self.meta.control(self.z[rows], e), rows)
+            logits = out.action_logits[:, -1]
+            if self.greedy:
+                chosen = logits.argmax(-1)
+            else:
+                chosen = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator).squeeze(1)
+            action = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+            action[rows] = chosen
+            self.actions[:, self.t] = torch.where(active, action, -1)
+            obs, reward, terminated, truncated, info = self.grid.step(action)
+            self.acc_reward += reward * active
+            self.acc_steps += active.long()
+            self.success |= active & info["success"]
+            self.h[rows] = self.meta.step_history(e, self.h[rows])
+            self.t += 1
+            finished = active & (terminated | truncated)
+            self.done |= finished
+            self.subgoals[:, self.t] = torch.where(self.done, -1, info["subgoal"])
+            fired = torch.zeros_like(self.done)
+            if not self.done.all():
+                rows = (~self.done).nonzero().squeeze(1)
+                self.e[rows] = self.stepper.lower(obs[rows], rows)
+                beta = self.meta.switch_prob(self.e[rows], self.h[rows], self.z[rows])
+                self.betas[rows, self.t] = beta
+                fired[rows] = beta >= self.threshold
+                self.switch_steps[:, self.t] = fired
+            self.needs_action |= fired
+            decided |= fired | finished
+            if decided.any():
+                break
+        reward = torch.where(decided, self.acc_reward, 0.0)
+        steps = torch.where(decided, self.acc_steps, 0)
+        self.acc_reward = torch.where(decided, 0.0, self.acc_reward)
+        self.acc_steps = torch.where(decided, 0, self.acc_steps)
+        info = {"decided": decided, "primitive_steps": steps, "success": self.success.clone(), "t": self.t}
+        return self.e.clone(), reward, self.done.clone(), info
+
+
+class InternalGridEnv(gym.Env):
+    """Gymnasium view of one internal environment: action z in Box(n_z), observation e_{t,l}.
+
+    ``info["primitive_steps"]`` is the number of base-model steps the abstract step ran;
+    ``info["success"]`` the underlying episode's outcome.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(self, model: Any, task_set: str = "posttrain", *, tasks: tuple[Task, ...] | None = None,
+                 threshold: float = 0.5, greedy: bool = False, horizon: int = 100):  # fmt: skip
+        super().__init__()
+        self.inner = BatchedInternalEnv(
+            model, 1, task_set, tasks=tasks, threshold=threshold, greedy=greedy, horizon=horizon
+        )
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.inner.d_model,), np.float32)
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, (self.inner.n_z,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(2**31))
+        self.inner.seed(seed)
+        e = self.inner.reset()
+        return e[0].cpu().numpy().astype(np.float32), {"primitive_steps": 0}
+
+    def step(self, action):
+        z = torch.as_tensor(np.asarray(action, dtype=np.float32)).reshape(1, -1)
+        e, reward, done, info = self.inner.step(z)
+        terminated = (bool(done[0]) and self.inner.t < self.inner.horizon) or bool(info["success"][0])
+        truncated = bool(done[0]) and not terminated
+        return (
+            e[0].cpu().numpy().astype(np.float32),
+            float(reward[0]),
+            terminated,
+            truncated,
+            {"primitive_steps": int(info["primitive_steps"][0]), "success": bool(info["success"][0])},
+        )

@@ -1,0 +1,162 @@
+"""Figures and the markdown report of ``internal-rl reproduce`` (paper Figs. 3, 6, 7, 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_success_curves(
+    curves: dict[str, list[list[float]]], episodes: list[int], path: Path, title: str
+) -> None:
+    """Fig. 8: success vs episodes, median and 25-75% band over runs, one colour per method."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = np.asarray(episodes)
+    for name, runs in curves.items():
+        y = np.asarray(runs, dtype=float)
+        if y.size == 0:
+            continue
+        med = np.median(y, 0)
+        lo, hi = np.percentile(y, 25, 0), np.percentile(y, 75, 0)
+        (line,) = ax.plot(x[: len(med)], med, label=name)
+        ax.fill_between(x[: len(med)], lo, hi, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("episodes")
+    ax.set_ylabel("success rate (on-policy batch)")
+    ax.set_title(title)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_beta(beta: torch.Tensor, truth: torch.Tensor, length: int, path: Path, title: str) -> None:
+    """Fig. 6: beta_t of one episode with the true subgoal boundaries as vertical lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    t = np.arange(length)
+    ax.plot(t, beta[:length].numpy(), drawstyle="steps-mid", label="beta_t")
+    for i, b in enumerate(truth[:length].nonzero().flatten().tolist()):
+        ax.axvline(b, color="red", ls="--", lw=1, label="true subgoal change" if i == 0 else None)
+    ax.set_xlabel("t")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_probe(accuracy: list[float], chance: float, path: Path) -> None:
+    """Fig. 3b: held-out subgoal-probe accuracy by layer."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(range(len(accuracy)), accuracy, marker="o", label="linear probe")
+    ax.axhline(chance, color="grey", ls="--", label="majority class")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("held-out accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rate_distortion(points: list[dict[str, float]], true_switches: float, path: Path) -> None:
+    """Fig. 7: switches per episode and action NLL against alpha."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    alphas = [p["alpha"] for p in points]
+    ax.plot(alphas, [p["switches_per_episode"] for p in points], marker="o", label="switches / episode")
+    ax.axhline(true_switches, color="red", ls="--", label="true subgoal changes / episode")
+    ax.set_xscale("symlog", linthresh=0.05)
+    ax.set_xlabel("alpha (KL weight)")
+    ax.set_ylabel("switches per episode")
+    ax2 = ax.twinx()
+    ax2.plot(alphas, [p["action_nll"] for p in points], marker="s", color="green", label="action NLL")
+    ax2.set_ylabel("action NLL", color="green")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(path: Path, results: dict[str, Any]) -> None:
+    """``report.md``: the measured numbers of a reproduce run, with its command and timings."""
+    lines = [
+        "# internal-rl reproduce",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Wall time: {results['seconds']:.0f} s; load average at start / end: {results['load_start']} / "
+        f"{results['load_end']}",
+        "",
+        "## Base model",
+        "",
+        f"Pretraining run: `{results['base_run']}`; held-out action accuracy "
+        f"{results['base'].get('eval/action_accuracy', float('nan')):.3f}.",
+        "",
+    ]
+    if results.get("probe"):
+        p = results["probe"]
+        lines += [
+            "## Probes (Fig. 3)",
+            "",
+            "| layer | " + " | ".join(str(i) for i in range(len(p["accuracy"]))) + " | chance |",
+            "|---|" + "---:|" * (len(p["accuracy"]) + 1),
+            "| accuracy | " + " | ".join(f"{a:.3f}" for a in p["accuracy"]) + f" | {p['chance']:.3f} |",
+            "",
+        ]
+    lines += [
+        "## Metacontrollers (discovery on clean expert data, held-out episodes)",
+        "",
+        "| method | alpha | action NLL | KL | switches / episode | true changes / episode | "
+        "alignment F1 | random-segmentation F1 | quasi-binary beta |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in results["discovery"].items():
+        lines.append(
+            f"| {name} | {m['alpha']} | {m['eval/action_nll']:.3f} | {m['eval/kl']:.3f} | "
+            f"{m['eval/switches_per_episode']:.2f} | {m['eval/true_boundaries_per_episode']:.2f} | "
+            f"{m['eval/alignment_f1']:.3f} | {m['eval/random_alignment_f1']:.3f} | {m['eval/beta_quasi_binary']:.3f} |"
+        )
+    lines += [
+        "",
+        f"## RL on the post-training task ({results['rl_task']}, Fig. 8)",
+        "",
+        "Success rate of each iteration's on-policy batch; first / last quarter of the iterations, "
+        "median over seeds [min, max].",
+        "",
+        "| method | seeds | episodes | initial success | final success | decisions / episode |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results["rl"].items():
+        ini = [m["initial_success"] for m in r["metrics"]]
+        fin = [m["final_success"] for m in r["metrics"]]
+        dec = [float(np.mean(h)) for h in r["decisions"]]
+        lines.append(
+            f"| {name} | {len(fin)} | {r['episodes'][-1] if r['episodes'] else 0} | "
+            f"{np.median(ini):.3f} [{min(ini):.3f}, {max(ini):.3f}] | "
+            f"{np.median(fin):.3f} [{min(fin):.3f}, {max(fin):.3f}] | {np.median(dec):.1f} |"
+        )
+    if results.get("rate_distortion"):
+        lines += ["", "## Rate-distortion (Fig. 7)", "", "| alpha | switches / episode | action NLL | alignment F1 |",
+                  "|---:|---:|---:|---:|"]  # fmt: skip
+        for p in results["rate_distortion"]:
+            lines.append(
+                f"| {p['alpha']} | {p['switches_per_episode']:.2f} | {p['action_nll']:.3f} | {p['alignment_f1']:.3f} |"
+            )
+    lines += ["", "## Diagnosis", "", *results.get("diagnosis", []), ""]
+    lines += ["Figures: " + ", ".join(f"`{f}`" for f in results.get("figures", [])), ""]
+    path.write_text("\n".join(lines))
