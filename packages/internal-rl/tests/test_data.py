@@ -21,7 +21,7 @@ def grid_data() -> Trajectories:
 def test_grid_dataset_follows_the_contract(grid_data):
     d = grid_data
     e, t = d.actions.shape
-    assert e == 150 and d.observations.shape == (e, t + 1, 637) and d.observations.dtype == torch.float32
+    assert e == 150 and d.observations.shape == (e, t + 1, 637) and d.observations.dtype == torch.uint8
     assert d.actions.dtype == torch.int64 and d.subgoals.shape == (e, t) and d.lengths.max() == t
     assert d.success.all()  # the epsilon=0 expert never fails
     mask = d.step_mask()
@@ -49,7 +49,12 @@ def test_generation_is_seeded(grid_data):
 
 def test_reference_gym_rollout_has_the_same_format():
     d = rollout_gym_grid("posttrain", 5, seed=0)
-    assert d.observations.shape[-1] == 637 and d.success.all() and (d.subgoals[:, 0] == 0).all()
+    assert (
+        d.observations.shape[-1] == 637
+        and d.observations.dtype == torch.uint8
+        and d.success.all()
+        and (d.subgoals[:, 0] == 0).all()
+    )
 
 
 def test_save_load_round_trip_with_shards(grid_data, tmp_path):
@@ -58,7 +63,8 @@ def test_save_load_round_trip_with_shards(grid_data, tmp_path):
     assert [s["num_episodes"] for s in index["shards"]] == [64, 64, 22] and index["env_id"] == GRID_ID
     assert index["observations_stored_as"] == "uint8"  # one-hot grid observations are stored compactly
     back = Trajectories.load(tmp_path / "ds")
-    assert back.observations.dtype == torch.float32
+    assert back.observations.dtype == torch.uint8  # stays compact in memory
+    assert back.float_observations().dtype == torch.float32
     for key in ("observations", "actions", "lengths", "subgoals", "task_ids", "success"):
         assert torch.equal(getattr(back, key), getattr(grid_data, key)), key
     assert all(torch.equal(back.layouts[k], v) for k, v in grid_data.layouts.items())

@@ -38,7 +38,10 @@ class Trajectories:
     """
 
     env_id: str
-    observations: torch.Tensor  # (E, T+1, obs_dim) float32
+    # (E, T+1, obs_dim): uint8 for the one-hot grid (exact, 4x smaller: the paper's 100K episodes
+    # are 6.4 GB instead of 26 GB), float32 for the ant; ``Batch.from_trajectories`` and
+    # :meth:`float_observations` convert per batch.
+    observations: torch.Tensor
     actions: torch.Tensor  # grid: (E, T) int64, pad -1; ant: (E, T, 8) float32, pad 0
     lengths: torch.Tensor  # (E,) int64
     subgoals: torch.Tensor  # (E, T) int64, -1 on padding
@@ -58,6 +61,9 @@ class Trajectories:
             "task_ids": self.task_ids.shape == (e,),
             "success": self.success.shape == (e,),
         }
+        shapes["observations dtype (uint8 or floating)"] = (
+            self.observations.dtype == torch.uint8 or self.observations.is_floating_point()
+        )
         bad = [k for k, ok in shapes.items() if not ok]
         if bad:
             raise ValueError(f"inconsistent trajectory shapes for {bad} (episodes={e}, steps={t})")
@@ -87,6 +93,10 @@ class Trajectories:
             layouts={k: v[index] for k, v in self.layouts.items()},
         )
 
+    def float_observations(self) -> torch.Tensor:
+        """``observations`` as float32 (a copy for uint8 grids: convert batches, not a whole dataset)."""
+        return self.observations.float()
+
     def step_mask(self) -> torch.Tensor:
         """(E, T) bool: True on real (non-padding) action steps."""
         return torch.arange(self.subgoals.shape[1]) < self.lengths[:, None]
@@ -100,7 +110,8 @@ class Trajectories:
         directory.mkdir(parents=True, exist_ok=True)
         shards = []
         obs = self.observations
-        one_hot = bool(((obs == 0) | (obs == 1)).all())  # grid observations are 0/1 one-hots
+        # grid observations are 0/1 one-hots (already uint8 when generated here)
+        one_hot = obs.dtype == torch.uint8 or bool(((obs == 0) | (obs == 1)).all())
         for k, start in enumerate(range(0, max(len(self), 1), shard_size)):
             part = self[start : start + shard_size]
             name = f"shard_{k:05d}.safetensors"
@@ -164,7 +175,11 @@ class Trajectories:
             if t > t_max:
                 raise ValueError(f"{path}: {t} steps exceed the index's max_steps {t_max}")
             pad = t_max - t
-            tensors["observations"] = _pad_time(tensors["observations"].float(), pad, 0)
+            obs = tensors["observations"]
+            if obs.dtype != torch.uint8 and not obs.is_floating_point():
+                raise ValueError(f"{path}: observations have dtype {obs.dtype}, expected uint8 or float")
+            # uint8 one-hots stay uint8 in memory; float data is float32
+            tensors["observations"] = _pad_time(obs if obs.dtype == torch.uint8 else obs.float(), pad, 0)
             tensors["actions"] = _pad_time(tensors["actions"], pad, -1 if tensors["actions"].ndim == 2 else 0)
             tensors["subgoals"] = _pad_time(tensors["subgoals"], pad, -1)
             for key, value in tensors.items():
@@ -268,7 +283,7 @@ def _stack_episodes(env_id: str, task_set: str, episodes: list) -> Trajectories:
     t = max(len(ep[1]) for ep in episodes)
     obs_dim = len(episodes[0][0][0])
     discrete = np.ndim(episodes[0][1][0]) == 0
-    observations = torch.zeros(e, t + 1, obs_dim)
+    observations = torch.zeros(e, t + 1, obs_dim, dtype=torch.uint8 if env_id == GRID_ID else torch.float32)
     actions = (
         torch.full((e, t), -1, dtype=torch.int64) if discrete else torch.zeros(e, t, len(episodes[0][1][0]))
     )
@@ -279,7 +294,7 @@ def _stack_episodes(env_id: str, task_set: str, episodes: list) -> Trajectories:
     layouts: dict[str, list] = {}
     for i, (obs, act, sub, info, layout) in enumerate(episodes):
         n = len(act)
-        observations[i, : n + 1] = torch.as_tensor(np.stack(obs), dtype=torch.float32)
+        observations[i, : n + 1] = torch.as_tensor(np.stack(obs)).to(observations.dtype)
         actions[i, :n] = torch.as_tensor(np.array(act), dtype=actions.dtype)
         subgoals[i, :n] = torch.as_tensor(sub, dtype=torch.int64)
         lengths[i], task_ids[i], success[i] = n, int(info["task_id"]), bool(info["success"])
