@@ -122,11 +122,9 @@ def load(root, split: str, *, limit: int | None = 1000, seed: int = 0) -> list[E
             f"found { ({s: len(f) for s, f in styles.items()}) }"
         )
     rng = random.Random(seed)
-    total = sum(len(styles[s]) for s in usable) if limit is None else limit
-    refs = limit_and_shuffle([(s, p) for s in usable for p in styles[s]], None, seed)
+    refs = limit_and_shuffle([(s, p) for s in usable for p in styles[s]], limit, seed)  # each image once
     examples = []
-    for i, slot in enumerate(balanced_slots(total, 2, rng)):
-        style, ref_path = refs[i % len(refs)]
+    for (style, ref_path), slot in zip(refs, balanced_slots(len(refs), 2, rng), strict=True):
         same_path = rng.choice([p for p in styles[style] if p != ref_path])
         other_style = rng.choice([s for s in styles if s != style])
         other_path = rng.choice(styles[other_style])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -53,6 +54,7 @@ def place(correct, distractors: Sequence, slot: int) -> list:
     return out
 
 
+@functools.lru_cache(maxsize=32)  # loading the FreeType font dominates drawing time otherwise
 def font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)

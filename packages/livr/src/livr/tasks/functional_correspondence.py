@@ -137,7 +137,7 @@ def load(root, split: str, *, limit: int | None = 1000, seed: int = 0) -> list[E
         meta = {
             "task": NAME,
             "source": "funkpoint",
-            "images": [a["image"], b["image"]],
+            "files": [a["image"], b["image"]],
             "action": a["action"],
             "keypoint": k,
         }

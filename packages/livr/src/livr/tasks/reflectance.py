@@ -58,36 +58,40 @@ def _mark(image: Image.Image, a, b) -> Image.Image:
     return image
 
 
-def generate(n: int, *, seed: int = 0, image_size: int = 96) -> list[Example]:
-    """A 3x3 patchwork of albedos under a light gradient and a cast shadow (pixel = albedo x shading).
+LEVELS = (0.15, 0.25, 0.4, 0.6, 0.85)
 
-    The shading often reverses the observed brightness order, so reading raw pixel values fails.
+
+def patchwork_scene(rng: random.Random, size: int) -> tuple[Image.Image, np.ndarray]:
+    """(rendered image, albedo map): a 3x3 patchwork of albedos under a light gradient and a cast shadow.
+
+    pixel = albedo x shading, so the shading often reverses the observed brightness order.
     """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    tint = np.array([rng.uniform(0.7, 1.0) for _ in range(3)], dtype=np.float32)
+    cuts_x = sorted(rng.uniform(0.25, 0.4) + k * 0.33 for k in range(2))
+    cuts_y = sorted(rng.uniform(0.25, 0.4) + k * 0.33 for k in range(2))
+    cell_albedo = [[rng.choice(LEVELS) for _ in range(3)] for _ in range(3)]
+    ix = np.searchsorted(np.array(cuts_x), xx)
+    iy = np.searchsorted(np.array(cuts_y), yy)
+    albedo = np.array(cell_albedo, dtype=np.float32)[iy, ix]
+    phi = rng.uniform(0, 2 * math.pi)
+    shading = 0.55 + 0.45 * (np.cos(phi) * (xx - 0.5) + np.sin(phi) * (yy - 0.5)) * 2
+    sx0, sy0 = rng.uniform(0, 0.6), rng.uniform(0, 0.6)
+    sw, sh = rng.uniform(0.25, 0.4), rng.uniform(0.25, 0.4)
+    shadow = (xx > sx0) & (xx < sx0 + sw) & (yy > sy0) & (yy < sy0 + sh)
+    shading = np.clip(np.where(shadow, shading * 0.45, shading), 0.1, 1.0)
+    radiance = np.clip(albedo * shading / max(LEVELS), 0, 1)[..., None] * tint
+    image = Image.fromarray((radiance ** (1 / 2.2) * 255).astype(np.uint8))  # sRGB-like display gamma
+    return image, albedo
+
+
+def generate(n: int, *, seed: int = 0, image_size: int = 96) -> list[Example]:
+    """Patchwork scenes (``patchwork_scene``); two marked points per scene with the example's answer."""
     rng = random.Random(f"{NAME}:{seed}")  # per-task stream: equal seeds give unrelated images across tasks
     s = image_size
-    levels = (0.15, 0.25, 0.4, 0.6, 0.85)
     examples = []
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
     for slot in balanced_slots(n, 3, rng):
-        tint = np.array([rng.uniform(0.7, 1.0) for _ in range(3)], dtype=np.float32)
-        cuts_x = sorted(rng.uniform(0.25, 0.4) + k * 0.33 for k in range(2))
-        cuts_y = sorted(rng.uniform(0.25, 0.4) + k * 0.33 for k in range(2))
-        cell_albedo = [[rng.choice(levels) for _ in range(3)] for _ in range(3)]
-        ix = np.searchsorted(np.array(cuts_x), xx)
-        iy = np.searchsorted(np.array(cuts_y), yy)
-        albedo = np.array(cell_albedo, dtype=np.float32)[iy, ix]
-        phi = rng.uniform(0, 2 * math.pi)
-        shading = 0.55 + 0.45 * (np.cos(phi) * (xx - 0.5) + np.sin(phi) * (yy - 0.5)) * 2
-        sx0, sy0 = rng.uniform(0, 0.6), rng.uniform(0, 0.6)
-        shadow = (
-            (xx > sx0)
-            & (xx < sx0 + rng.uniform(0.25, 0.4))
-            & (yy > sy0)
-            & (yy < sy0 + rng.uniform(0.25, 0.4))
-        )
-        shading = np.clip(np.where(shadow, shading * 0.45, shading), 0.1, 1.0)
-        radiance = np.clip(albedo * shading / max(levels), 0, 1)[..., None] * tint
-        image = Image.fromarray((radiance ** (1 / 2.2) * 255).astype(np.uint8))  # sRGB-like display gamma
+        image, albedo = patchwork_scene(rng, s)
         margin = 0.08 * s
         while True:  # draw point pairs until their albedo relation is this example's answer
             a, b = ((rng.uniform(margin, s - margin), rng.uniform(margin, s - margin)) for _ in range(2))
@@ -164,6 +168,12 @@ def load(root, split: str, *, limit: int | None = 1000, seed: int = 0) -> list[E
             )
         photo, _ = shrink(open_image(rng.choice(photos)))
         albedo_image = open_image(albedo_path)
+        aspect = (albedo_image.width * photo.height) / (albedo_image.height * photo.width)
+        if abs(aspect - 1) > 0.02:  # a mismatched albedo would put the points on the wrong surfaces
+            raise ValueError(
+                f"{albedo_path} is {albedo_image.width}x{albedo_image.height}, a different shape from the photographs "
+                f"of scene {scene}"
+            )
         albedo = _luminance(albedo_image.resize(photo.size, Image.BILINEAR))
         want = slots[len(examples)]
         s = min(photo.size)
