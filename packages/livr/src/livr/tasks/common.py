@@ -75,11 +75,8 @@ def draw_marker(
         (x - r + r // 3 + 1, y - r + r // 3 + 1, x + r - r // 3 - 1, y + r - r // 3 - 1), outline="white"
     )
     f = font(max(8, round(side * 0.07)))
-    tx = (
-        x + r + 1
-        if x + r + 1 + len(label) * side * 0.05 < image.width
-        else x - r - 1 - len(label) * side * 0.05
-    )
+    width = draw.textlength(label, font=f)
+    tx = x + r + 1 if x + r + 1 + width < image.width else max(0, x - r - 1 - width)  # keep the label inside
     ty = min(max(0, y - r - side * 0.07), image.height - side * 0.08)
     box = draw.textbbox((tx, ty), label, font=f)
     draw.rectangle(box, fill="white")
