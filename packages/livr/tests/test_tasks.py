@@ -76,7 +76,10 @@ def test_answers_are_balanced_and_in_format(name, generated):
         assert ex.images and all(max(im.size) <= 128 for im in ex.images)
 
 
+@pytest.mark.parametrize("size", [40, 112])
 @pytest.mark.parametrize("name", sorted(TASKS))
-def test_generator_image_size_argument(name):
-    ex = TASKS[name].generate(2, seed=0, image_size=80)[0]
-    assert max(ex.images[0].size) == 80
+def test_generator_image_size_argument(name, size):
+    spec = TASKS[name]
+    examples = spec.generate(6, seed=0, image_size=size)
+    assert all(max(ex.images[0].size) == size for ex in examples)
+    assert all(spec.solve(ex) == ex.answer for ex in examples)

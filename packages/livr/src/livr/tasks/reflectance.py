@@ -91,9 +91,13 @@ def generate(n: int, *, seed: int = 0, image_size: int = 96) -> list[Example]:
     s = image_size
     examples = []
     for slot in balanced_slots(n, 3, rng):
-        image, albedo = patchwork_scene(rng, s)
-        margin = 0.08 * s
+        d = max(1, round(0.03 * s))  # points stay this far from a patch edge
+        margin = max(0.08 * s, d + 1)
+        tries = 0
         while True:  # draw point pairs until their albedo relation is this example's answer
+            if tries % 500 == 0:  # a scene without such a pair (e.g. one albedo everywhere): draw another
+                image, albedo = patchwork_scene(rng, s)
+            tries += 1
             a, b = ((rng.uniform(margin, s - margin), rng.uniform(margin, s - margin)) for _ in range(2))
             if math.dist(a, b) < 0.25 * s:
                 continue
@@ -102,8 +106,8 @@ def generate(n: int, *, seed: int = 0, image_size: int = 96) -> list[Example]:
                 len(
                     {
                         float(albedo[int(y), int(x)])
-                        for x in (p[0] - 3, p[0] + 3)
-                        for y in (p[1] - 3, p[1] + 3)
+                        for x in (p[0] - d, p[0] + d)
+                        for y in (p[1] - d, p[1] + d)
                     }
                 )
                 > 1
