@@ -6,7 +6,7 @@ import pytest
 
 from livr.tiny import make_tiny_backbone
 
-BACKBONE_NAMES = ("qwen2_5_vl", "qwen3_vl")
+BACKBONE_NAMES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision1_5")
 
 
 @pytest.fixture(scope="session")

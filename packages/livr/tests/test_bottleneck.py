@@ -13,7 +13,7 @@ from livr.config import ModelConfig
 from livr.data import Example, synthetic_counting
 from livr.model import LivrModel
 
-BACKBONES = ("qwen2_5_vl", "qwen3_vl")
+BACKBONES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision1_5")
 ROUTES = ("registry", "dense")
 # every (backbone, mask route) pair: both routes must give the same bottleneck
 CASES = [f"{name}/{route}" for name in BACKBONES for route in ROUTES]
@@ -37,7 +37,8 @@ def models(tiny_backbones):
 
 
 def decoder_layers(livr: LivrModel):
-    return livr.base.model.language_model.layers
+    lm = livr.base.model  # Qwen-VL: .language_model inside; LLaVA-OV-1.5: the Qwen3 model itself
+    return getattr(lm, "language_model", lm).layers
 
 
 @contextlib.contextmanager
@@ -121,7 +122,9 @@ def test_latent_tokens_take_text_rope_positions(models, name):
 
 
 # the dense route's masks are compared with the registry's in test_both_mask_routes_give_the_same_logits
-@pytest.mark.parametrize("name", ["qwen2_5_vl/registry", "qwen3_vl/registry", "qwen2_5_vl/dense"])
+@pytest.mark.parametrize(
+    "name", ["qwen2_5_vl/registry", "qwen3_vl/registry", "llava_onevision1_5/registry", "qwen2_5_vl/dense"]
+)
 @pytest.mark.parametrize("stage", [1, 2])
 def test_cached_greedy_decoding_matches_full_recomputation(models, name, stage):
     livr = models[name]
@@ -155,7 +158,7 @@ def test_cached_greedy_decoding_matches_full_recomputation(models, name, stage):
 
 @pytest.mark.parametrize("name", BACKBONES)
 @pytest.mark.parametrize("stage", [1, 2])
-def test_transformers_generate_with_its_own_mrope_matches_our_decoding(models, name, stage):
+def test_transformers_generate_with_its_own_positions_matches_our_decoding(models, name, stage):
     livr = models[f"{name}/registry"]
     examples = synthetic_counting(2, seed=11)
     examples[1].question = "How many white squares are in the picture?"  # left padding on row 0

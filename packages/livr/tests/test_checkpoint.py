@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,10 +15,15 @@ from livr.config import ModelConfig
 from livr.data import Example, load_examples, synthetic_counting, write_examples
 from livr.model import LivrModel
 
+BACKBONES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision1_5")
 
-def trained_model(path: str, num_latents: int = 4, mask_route: str = "registry") -> LivrModel:
+
+def trained_model(
+    path: str, num_latents: int = 4, mask_route: str = "registry", backbone: str = "qwen2_5_vl"
+) -> LivrModel:
     torch.manual_seed(0)
-    livr = LivrModel.from_backbone(ModelConfig(model_id=path, num_latents=num_latents, mask_route=mask_route))
+    cfg = ModelConfig(backbone=backbone, model_id=path, num_latents=num_latents, mask_route=mask_route)
+    livr = LivrModel.from_backbone(cfg)
     with torch.no_grad():  # stand-in for training: move every trainable tensor
         for p in livr.model.parameters():
             if p.requires_grad:
@@ -24,8 +31,9 @@ def trained_model(path: str, num_latents: int = 4, mask_route: str = "registry")
     return livr.eval()
 
 
-def test_save_and_load_give_identical_logits_and_latent_rows(tiny_backbones, tmp_path):
-    livr = trained_model(tiny_backbones["qwen2_5_vl"])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_save_and_load_give_identical_logits_and_latent_rows(tiny_backbones, tmp_path, backbone):
+    livr = trained_model(tiny_backbones[backbone], backbone=backbone)
     batch = livr.encode(synthetic_counting(2))
     livr.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "latents.safetensors").is_file()
@@ -38,11 +46,12 @@ def test_save_and_load_give_identical_logits_and_latent_rows(tiny_backbones, tmp
             assert torch.equal(loaded(batch, stage).logits, livr(batch, stage).logits)
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("mask_route", ["registry", "dense"])
-def test_lora_disabled_without_latents_is_exactly_the_base_model(tiny_backbones, mask_route):
-    path = tiny_backbones["qwen2_5_vl"]
-    livr = trained_model(path, num_latents=0, mask_route=mask_route)
-    base = get_backbone("qwen2_5_vl").model_class.from_pretrained(path, attn_implementation="sdpa").eval()
+def test_lora_disabled_without_latents_is_exactly_the_base_model(tiny_backbones, mask_route, backbone):
+    path = tiny_backbones[backbone]
+    livr = trained_model(path, num_latents=0, mask_route=mask_route, backbone=backbone)
+    base = get_backbone(backbone).model_class.from_pretrained(path, attn_implementation="sdpa").eval()
     batch = livr.encode(synthetic_counting(2))
     with torch.no_grad():
         reference = base(
@@ -107,10 +116,60 @@ def test_multi_image_prompts_get_one_placeholder_block_per_image(tiny_backbones)
         assert torch.isfinite(livr(batch, 1).loss)
 
 
-def test_llava_onevision_1_5_needs_an_explicit_remote_code_opt_in(tmp_path):
-    from livr.backbones.llava_onevision1_5 import RemoteCodeRefused
+@pytest.mark.parametrize(("saved", "base"), [(a, BACKBONES[(i + 1) % 3]) for i, a in enumerate(BACKBONES)])
+def test_every_backbone_refuses_a_checkpoint_of_another(tiny_backbones, tmp_path, saved, base):
+    trained_model(tiny_backbones[saved], num_latents=2, backbone=saved).save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=rf"made for backbone '{saved}'.*model_type"):
+        LivrModel.from_pretrained(tmp_path / "ckpt", base_model=tiny_backbones[base])
 
-    # refused before anything is fetched: the folder does not even exist
-    cfg = ModelConfig(backbone="llava_onevision1_5", model_id=str(tmp_path / "absent"))
-    with pytest.raises(RemoteCodeRefused, match=r"--model\.trust-remote-code"):
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_backbone_rejects_non_images_and_prompts_without_placeholders(tiny_backbones, backbone):
+    cfg = ModelConfig(backbone=backbone, model_id=tiny_backbones[backbone], num_latents=2)
+    encoder = LivrModel.from_backbone(cfg).encoder
+    image = synthetic_counting(1)[0].images[0]
+    prompt = encoder.prompt_text(Example([image], "How many?", "1"))
+    with pytest.raises(TypeError, match="image 0 is a ndarray, not a PIL image"):
+        encoder.encode_one(prompt, [np.zeros((28, 28, 3), dtype=np.uint8)], "1")
+    with pytest.raises(ValueError, match=r"holds 0 image placeholder\(s\).*1 image"):
+        encoder.encode_one("no placeholder here" + encoder.latent_text, [image], "1")
+    with pytest.raises(ValueError, match=r"holds 1 image placeholder\(s\).*2 image"):
+        encoder.encode_one(prompt, [image, image], "1")
+
+
+def test_llava_onevision_1_5_loads_natively_without_running_the_checkpoint_code(tiny_backbones, tmp_path):
+    # a checkpoint folder that ships modeling code (as the hub repo does) which would leave a mark if imported
+    folder = tmp_path / "ov15"
+    shutil.copytree(tiny_backbones["llava_onevision1_5"], folder)
+    mark = tmp_path / "remote-code-ran"
+    (folder / "modeling_remote.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoModelForCausalLM": "modeling_remote.Model",
+        "AutoConfig": "modeling_remote.Config",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    livr = LivrModel.from_backbone(
+        ModelConfig(backbone="llava_onevision1_5", model_id=str(folder), num_latents=2)
+    )
+    assert type(livr.base).__name__ == "LlavaOneVision15ForConditionalGeneration"
+    assert not mark.exists()
+
+
+def test_llava_onevision_1_5_remote_code_only_with_the_opt_in(tiny_backbones, monkeypatch):
+    from livr.backbones import llava_onevision1_5 as ov15
+
+    calls = []
+
+    def fake_remote(model_id, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("remote route taken")
+
+    monkeypatch.setattr(ov15.AutoModelForCausalLM, "from_pretrained", fake_remote)
+    path = tiny_backbones["llava_onevision1_5"]
+    LivrModel.from_backbone(ModelConfig(backbone="llava_onevision1_5", model_id=path, num_latents=0))
+    assert calls == []
+    cfg = ModelConfig(backbone="llava_onevision1_5", model_id=path, num_latents=0, trust_remote_code=True)
+    with pytest.raises(RuntimeError, match="remote route taken"):
         LivrModel.from_backbone(cfg)
+    assert calls and calls[0]["trust_remote_code"] is True

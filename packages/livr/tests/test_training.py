@@ -29,14 +29,22 @@ def effective_embeddings(livr: LivrModel) -> torch.Tensor:
         return livr.model.get_input_embeddings()(torch.arange(rows)).clone()
 
 
-def test_only_lora_and_latent_rows_train_and_everything_else_is_bit_identical(tiny_backbones):
+BACKBONES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision1_5")
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_only_lora_and_latent_rows_train_and_everything_else_is_bit_identical(tiny_backbones, backbone):
     torch.manual_seed(0)
-    livr = LivrModel.from_backbone(ModelConfig(model_id=tiny_backbones["qwen2_5_vl"], num_latents=4))
+    cfg = ModelConfig(backbone=backbone, model_id=tiny_backbones[backbone], num_latents=4)
+    livr = LivrModel.from_backbone(cfg)
     names = [n for n, _ in livr.trainable_named_parameters()]
     assert names and all("lora_" in n or "trainable_tokens_delta" in n for n in names)
     lora_modules = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names if "lora_" in n}
     assert lora_modules == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert all("language_model" in n for n in names)  # nothing in the vision tower / projector
+    # nothing in the vision tower / projector
+    vision = [f"base_model.model.{path}." for path in livr.adapter.vision_modules]
+    assert not [n for n in names if any(n.startswith(v) for v in vision)]
+    assert livr.adapter.vision_parameters(livr.base)  # ... which exists under those names
 
     frozen_before = {n: p.detach().clone() for n, p in livr.model.named_parameters() if not p.requires_grad}
     emb_before = effective_embeddings(livr)
@@ -72,7 +80,7 @@ def test_stage_plans():
     assert sum(s.epochs for s in stages_for(dataclasses.replace(multi, method="direct_sft"))) == 5
 
 
-@pytest.mark.parametrize("backbone", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("backbone", BACKBONES)
 def test_two_stage_training_runs_and_the_best_checkpoint_generates(tiny_backbones, tmp_path, backbone):
     cfg = tiny_cfg(tiny_backbones, tmp_path, backbone, synthetic_train=4, synthetic_val=2)
     run = train(cfg)
@@ -164,9 +172,10 @@ def test_train_help_lists_every_option(capsys):
         assert "--model." + field.name.replace("_", "-") in text, field.name
 
 
-def test_latent_path_gradients_match_with_gradient_checkpointing(tiny_backbones):
+@pytest.mark.parametrize("backbone", ["qwen2_5_vl", "llava_onevision1_5"])
+def test_latent_path_gradients_match_with_gradient_checkpointing(tiny_backbones, backbone):
     livr = LivrModel.from_backbone(
-        ModelConfig(model_id=tiny_backbones["qwen2_5_vl"], num_latents=4, lora_dropout=0)
+        ModelConfig(backbone=backbone, model_id=tiny_backbones[backbone], num_latents=4, lora_dropout=0)
     )
     with torch.no_grad():
         for n, p in livr.model.named_parameters():
@@ -203,3 +212,56 @@ def test_batched_generation_matches_one_at_a_time(tiny_backbones):
         for b, ex in enumerate(examples):
             single = livr.generate_ids(livr.encode([ex], with_answer=False), stage, max_new_tokens=5)[0]
             assert batched[b, : len(single)].tolist() == single.tolist()
+
+
+@pytest.fixture
+def captured_train(monkeypatch):
+    """Replace the trainer with a recorder: these tests check the CLI's config wiring, not training."""
+    import livr.trainer
+
+    seen = []
+    monkeypatch.setattr(livr.trainer, "train", lambda cfg: seen.append(cfg) or "run")
+    return seen
+
+
+def test_train_config_presets_files_and_overrides(tmp_path, captured_train, capsys):
+    livr_main(["train", "--config", "multitask", "--lr", "0.002"])
+    livr_main(["train", "--seed", "5"])  # default: the paper preset
+    cfg_file = tmp_path / "mine.toml"
+    cfg_file.write_text(
+        'stage1_epochs = 3\nexp_name = "mine"\n[model]\nbackbone = "qwen3_vl"\nnum_latents = 8\n'
+    )
+    livr_main(["train", f"--config={cfg_file}", "--model.num-latents", "6"])
+    multitask, paper, mine = captured_train
+    assert (multitask.stage1_epochs, multitask.stage2_epochs, multitask.lr) == (2, 3, 0.002)
+    assert paper == dataclasses.replace(TrainConfig(), seed=5)
+    assert (mine.stage1_epochs, mine.stage2_epochs, mine.exp_name) == (3, 6, "mine")
+    assert (mine.model.backbone, mine.model.num_latents) == ("qwen3_vl", 6)
+
+
+@pytest.mark.parametrize("backbone", ["qwen2_5_vl", "llava_onevision1_5"])
+def test_train_config_tiny_writes_a_tiny_backbone_when_none_is_given(tmp_path, captured_train, backbone):
+    runs = str(tmp_path / "runs")
+    argv = ["train", "--config", "tiny", "--model.backbone", backbone, "--runs-root", runs]
+    livr_main(argv)
+    livr_main(argv)  # the second run reuses the folder
+    first, second = captured_train
+    assert first.model.model_id == second.model.model_id
+    folder = tmp_path / "runs" / "livr" / "tiny-backbones" / backbone
+    assert first.model.model_id == str(folder)
+    assert json.loads((folder / "livr_tiny.json").read_text())["backbone"] == backbone
+    assert (first.model.num_latents, first.lr) == (4, 1e-3)  # the tiny preset's values
+
+
+def test_train_config_errors_name_the_problem(tmp_path, captured_train):
+    with pytest.raises(SystemExit, match="unknown config 'nope'"):
+        livr_main(["train", "--config", "nope"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        livr_main(["train", "--config", str(tmp_path / "absent.json")])
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stage1_epoch": 3}')
+    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['stage1_epoch'\]"):
+        livr_main(["train", "--config", str(bad)])
+    with pytest.raises(SystemExit, match="needs a value"):
+        livr_main(["train", "--config"])
+    assert captured_train == []

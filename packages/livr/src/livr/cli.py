@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +12,7 @@ import tyro
 
 import livr
 from latentforge.cli import environment_report, run_subcommands
+from latentforge.configs import resolve_config
 from livr.config import PRESETS, TrainConfig
 
 
@@ -18,16 +21,54 @@ def info() -> None:
     print(environment_report("latentforge-livr", livr.__version__))
 
 
-def train(cfg: Annotated[TrainConfig, tyro.conf.arg(name="")]) -> None:
-    """Two-stage LIVR training (or ``--method direct_sft``); run folder under ``runs/livr/``.
+def _pop_config(argv: list[str]) -> tuple[str, list[str]]:
+    """Take ``--config X`` / ``--config=X`` out of ``argv`` (tyro then parses the rest); default ``paper``."""
+    rest, source, i = [], "paper", 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise SystemExit(
+                    "livr: --config needs a value (paper, multitask, tiny or a .json/.toml file)"
+                )
+            source, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            source = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return source, rest
 
-    Defaults are the paper's single-task recipe. For a CPU smoke run:
-    ``livr make-tiny --out tiny && livr train --model.model-id tiny --model.num-latents 4
-    --stage1-epochs 1 --stage2-epochs 1 --grad-accum 2``.
-    """
-    from livr.trainer import train as run_training
 
-    print(run_training(cfg))
+def _train_command(base: TrainConfig, source: str):
+    def train(cfg: Annotated[TrainConfig, tyro.conf.arg(name="")] = base) -> None:
+        """Two-stage LIVR training (or ``--method direct_sft``); run folder under ``runs/livr/``.
+
+        ``--config paper|multitask|tiny|FILE.json|FILE.toml`` (given first) picks the base values, default
+        ``paper`` (the single-task recipe); every other option overrides one field. ``--config tiny`` without
+        ``--model.model-id`` first writes a tiny random-weight backbone of ``--model.backbone`` under
+        ``<runs-root>/livr/tiny-backbones/`` (a CPU smoke run of a few minutes).
+        """
+        from livr.trainer import train as run_training
+
+        if source == "tiny" and cfg.model.model_id is None:
+            cfg = dataclasses.replace(
+                cfg, model=dataclasses.replace(cfg.model, model_id=str(tiny_backbone(cfg)))
+            )
+        print(run_training(cfg))
+
+    return train
+
+
+def tiny_backbone(cfg: TrainConfig) -> Path:
+    """The tiny random-weight backbone folder for ``cfg.model.backbone`` (written once, then reused)."""
+    from livr.tiny import make_tiny_backbone
+
+    folder = Path(cfg.runs_root) / "livr" / "tiny-backbones" / cfg.model.backbone
+    if not (folder / "livr_tiny.json").is_file():
+        make_tiny_backbone(cfg.model.backbone, folder)
+    return folder
 
 
 def preset(name: Literal["paper", "multitask", "tiny"] = "paper") -> None:
@@ -91,17 +132,25 @@ def params(backbone: str = "qwen2_5_vl", num_latents: int = 16) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Latent Implicit Visual Reasoning: latent tokens + bottleneck attention for VLMs."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    source = "paper"
+    if args[:1] == ["train"]:
+        source, args = _pop_config(args)
+    try:
+        base = resolve_config(TrainConfig, source, PRESETS)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"livr: {exc}") from exc
     run_subcommands(
         {
             "info": info,
-            "train": train,
+            "train": _train_command(base, source),
             "eval": eval_checkpoint,
             "preset": preset,
             "make-tiny": make_tiny,
             "params": params,
         },
         description=main.__doc__,
-        argv=argv,
+        argv=args,
     )
 
 

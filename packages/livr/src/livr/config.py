@@ -15,7 +15,7 @@ class ModelConfig:
     """Which backbone to wrap and how (latents, LoRA, attention backend)."""
 
     backbone: str = "qwen2_5_vl"
-    """backbone adapter name (``qwen2_5_vl``, ``qwen3_vl``, ``llava_onevision1_5`` with remote code)."""
+    """backbone adapter name: ``qwen2_5_vl``, ``qwen3_vl`` or ``llava_onevision1_5`` (all native, no remote code)."""
     model_id: str | None = None
     """hub id or local folder of the base model; None uses the backbone's default hub id."""
     num_latents: int = 16
@@ -40,7 +40,8 @@ class ModelConfig:
     max_pixels: int | None = None
     """image processor's maximum pixels per image (None: the checkpoint's value)."""
     trust_remote_code: bool = False
-    """allow running code shipped in a hub repo (needed by no supported backbone; off by default)."""
+    """run the modeling code shipped in a hub repo instead of livr's native class (only ``llava_onevision1_5``
+    has such a route; needed by no backbone; off by default)."""
 
 
 @dataclass

@@ -9,6 +9,8 @@ copy for offline tests. Adding a backbone means writing one subclass and registe
 from __future__ import annotations
 
 import abc
+import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -54,8 +56,26 @@ class BackboneAdapter(abc.ABC):
         """A local image processor with this backbone's patching (small images for tests)."""
 
     def check_loadable(self, model_id: str, trust_remote_code: bool) -> None:
-        """Raise before anything is downloaded if ``model_id`` cannot be loaded as asked."""
-        del model_id, trust_remote_code  # native transformers classes load without remote code
+        """Raise before any weights are read if ``model_id`` cannot be loaded as asked.
+
+        A local folder's ``config.json`` must name one of this backbone's model types (a hub id is
+        checked after loading, by :meth:`check_model`).
+        """
+        del (
+            trust_remote_code
+        )  # native classes never need it; adapters with a remote route override load_model
+        config_file = Path(model_id) / "config.json"
+        if not config_file.is_file():
+            return
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"{config_file} is not a valid JSON config: {exc}") from exc
+        if model_type not in self.model_types:
+            raise ValueError(
+                f"{config_file}: model_type {model_type!r} does not match backbone {self.name!r} "
+                f"(expects {list(self.model_types)})"
+            )
 
     def load_model(
         self, model_id: str, *, dtype: torch.dtype, attn_implementation: str, trust_remote_code: bool

@@ -1,11 +1,15 @@
-"""LLaVA-OneVision-1.5-4B-Instruct: only through an explicit ``trust_remote_code`` opt-in.
+"""LLaVA-OneVision-1.5-4B-Instruct: a native implementation, remote code only on explicit opt-in.
 
-The model is not in transformers 5.24 (native support is an open pull request) and its hub
-repo ships modeling code. livr never runs downloaded code unless the user asks for it with
-``--model.trust-remote-code``; without it, loading stops with a message saying so. A native
-implementation (RICE-ViT vision tower + Qwen3 language model with parameter names that load
-the published checkpoint) is the planned replacement, because the remote code is reported to
-fail on transformers >= 5.
+LLaVA-OneVision-1.5 is not in transformers 5.24 and its hub repo ships modeling code. livr
+builds the model from transformers' own modules instead (``llava_onevision1_5_model``: RICE-ViT
+from ``Qwen2VLVisionBlock`` + ``PatchMerger``, language model ``Qwen3Model``), with module names
+equal to the published parameter names, so the checkpoint loads without running downloaded
+code. ``--model.trust-remote-code`` switches to the hub's own code instead (reported to fail on
+transformers >= 5); without the flag no remote code is ever imported.
+
+Position ids: the published model runs its Qwen3 language model with plain 1-D RoPE, so latent
+tokens (and everything else) get consecutive text positions; livr passes them as ``(3, B, S)``
+with three equal rows, like the Qwen-VL adapters' text positions.
 """
 
 from __future__ import annotations
@@ -15,71 +19,117 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from livr.backbones.base import BackboneAdapter
+from livr.backbones.base import QwenVLFamilyAdapter
+from livr.backbones.llava_onevision1_5_model import (
+    MODEL_TYPE,
+    LlavaOneVision15Config,
+    LlavaOneVision15ForConditionalGeneration,
+)
 
-#: key numbers of the published config (paper notes), for documentation and future native code
-PUBLISHED = {
-    "vision": {
-        "depth": 24,
-        "hidden_size": 1024,
-        "num_heads": 16,
-        "intermediate_size": 4096,
-        "patch_size": 14,
-    },
-    "vision_merge": {"spatial_merge_size": 2, "temporal_patch_size": 1},
-    "text": {
-        "hidden_size": 2560,
-        "num_hidden_layers": 36,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "intermediate_size": 9728,
-        "rope_theta": 5e6,
-        "vocab_size": 151936,
-    },
-    "image_token_id": 151655,
-}
+#: the published config's numbers (hub config.json, read in its public mirrors; see the README)
+PUBLISHED_TEXT = dict(
+    vocab_size=151936,
+    hidden_size=2560,
+    intermediate_size=9728,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    hidden_act="silu",
+    max_position_embeddings=262144,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_type": "default", "rope_theta": 5e6},
+    attention_bias=False,
+    tie_word_embeddings=False,
+)
+PUBLISHED_VISION = dict(
+    depth=24,
+    embed_dim=1024,
+    hidden_size=1024,
+    hidden_act="gelu",
+    intermediate_size=4096,
+    num_heads=16,
+    in_channels=3,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=1,
+    layer_norm_eps=1e-5,
+    text_hidden_size=2560,
+)
 
 
-class RemoteCodeRefused(ValueError):
-    """Loading would run code downloaded with the checkpoint and the user did not opt in."""
-
-
-class LlavaOneVision15Adapter(BackboneAdapter):
+class LlavaOneVision15Adapter(QwenVLFamilyAdapter):
     name = "llava_onevision1_5"
-    model_types = ("llavaonevision1_5", "llava_onevision1_5")
+    model_types = (MODEL_TYPE,)
     default_model_id = "lmms-lab/LLaVA-OneVision-1.5-4B-Instruct"
-    vision_modules = ("model.visual",)
+    vision_patch_size = 14
+    vision_modules = ("visual",)
+    # native: model.layers.N...; the hub's remote code nests it as model.language_model.layers.N...
+    lora_target_modules = (
+        r"model\.(language_model\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    )
 
     @property
     def model_class(self) -> type[PreTrainedModel]:
-        return AutoModelForCausalLM
+        return LlavaOneVision15ForConditionalGeneration
 
     def load_model(
-        self, model_id: str, *, dtype: torch.dtype, attn_implementation: str, trust_remote_code: bool
+        self, model_id: str, *, dtype: torch.dtype, attn_implementation: Any, trust_remote_code: bool
     ) -> PreTrainedModel:
-        self.check_loadable(model_id, trust_remote_code)
-        return AutoModelForCausalLM.from_pretrained(
-            model_id, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=True
-        )
-
-    def check_loadable(self, model_id: str, trust_remote_code: bool) -> None:
-        if not trust_remote_code:
-            raise RemoteCodeRefused(
-                f"{model_id}: LLaVA-OneVision-1.5 is not part of transformers and its checkpoint ships its own "
-                "modeling code; livr does not run downloaded code by default. Review that code, then pass "
-                "--model.trust-remote-code to opt in (note: the published remote code is reported to fail "
-                "on transformers >= 5)."
+        if trust_remote_code:
+            return AutoModelForCausalLM.from_pretrained(
+                model_id, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=True
             )
+        return self.model_class.from_pretrained(
+            model_id, dtype=dtype, attn_implementation=attn_implementation
+        )
 
     def published_config(self) -> PretrainedConfig:
-        raise NotImplementedError(
-            "LLaVA-OneVision-1.5 has no native implementation in livr yet, so its published config cannot be "
-            f"built offline; key numbers: {PUBLISHED}"
-        )
+        return LlavaOneVision15Config(text_config=dict(PUBLISHED_TEXT), vision_config=dict(PUBLISHED_VISION))
 
     def tiny_config(self, vocab: dict[str, int], vocab_size: int) -> PretrainedConfig:
-        raise NotImplementedError("no tiny LLaVA-OneVision-1.5 without a native implementation")
+        return LlavaOneVision15Config(
+            text_config=dict(
+                vocab_size=vocab_size,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                max_position_embeddings=1024,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                bos_token_id=None,
+                eos_token_id=vocab["<|im_end|>"],
+                pad_token_id=vocab["<|endoftext|>"],
+            ),
+            vision_config=dict(
+                depth=2,
+                embed_dim=32,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=1,
+                text_hidden_size=32,
+            ),
+            vocab_size=vocab_size,
+            **self.special_token_ids(vocab),
+        )
 
     def image_processor(self, **overrides: Any) -> Any:
-        raise NotImplementedError("the LLaVA-OneVision-1.5 image processor comes with the checkpoint")
+        # RICE embeds one frame per patch: the Qwen2-VL processor with temporal patch 1
+        return super().image_processor(**{"temporal_patch_size": 1, **overrides})
+
+    def rope_positions(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_grid_thw: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """1-D text positions (left padding does not shift them), as three equal rows."""
+        del model, input_ids, image_grid_thw
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return pos[None].expand(3, -1, -1)
