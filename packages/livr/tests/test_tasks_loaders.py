@@ -127,6 +127,11 @@ def _garbage(path: Path) -> Path:
     return path
 
 
+def _binary(path: Path) -> Path:
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    return path
+
+
 def _first(root: Path, pattern: str) -> Path:
     return sorted(root.glob(pattern))[0]
 
@@ -205,6 +210,7 @@ CORRUPTIONS = {
     "counting": [
         ("corrupt image", lambda r: _garbage(_pixmo_train_image(r)), ValueError, "not a readable image"),
         ("bad count", _pixmo_bad_count, ValueError, "'count' must be an integer"),
+        ("binary rows", lambda r: _binary(r / "train.jsonl"), ValueError, "not UTF-8 text"),
         ("missing rows", lambda r: _delete(r / "train.jsonl"), FileNotFoundError, "train.jsonl nor"),
     ],
     "jigsaw": [
@@ -278,6 +284,7 @@ CORRUPTIONS = {
     ],
     "visual_similarity": [
         ("bad vote", _nights_bad_vote, ValueError, "'left_vote' must be a number"),
+        ("binary csv", lambda r: _binary(r / "data.csv"), ValueError, "not a readable CSV file"),
         ("corrupt image", lambda r: _garbage(r / "ref/000001.png"), ValueError, "not a readable image"),
     ],
 }

@@ -72,13 +72,16 @@ def _read_rows(root: Path, split: str) -> tuple[list[dict], Path]:
         path = root / f"{name}.jsonl"
         if path.is_file():
             rows = []
-            with open(path) as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise ValueError(f"{path}:{lineno}: not a JSON object: {exc}") from exc
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    for lineno, line in enumerate(fh, 1):
+                        if line.strip():
+                            try:
+                                rows.append(json.loads(line))
+                            except json.JSONDecodeError as exc:
+                                raise ValueError(f"{path}:{lineno}: not a JSON object: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path} is not UTF-8 text: {exc}") from exc
             return rows, path
     shards = sorted((root / "data").glob(f"{hf_split}-*.parquet"))
     if shards:

@@ -103,20 +103,15 @@ def _int(row: dict, key: str, where: str) -> int:
         ) from exc
 
 
-def load(
-    root, split: str, *, limit: int | None = 1000, seed: int = 0, min_votes: int = MIN_VOTES
-) -> list[Example]:
-    """NIGHTS triplets of ``split``; the answer is the distortion most annotators chose."""
-    root = require_dir(root, "NIGHTS root")
-    path = require_file(root / "data.csv", "NIGHTS annotations")
-    split = normalize_split(split)
-    with open(path, newline="") as fh:
+def _read_rows(path, split: str, min_votes: int) -> list[tuple[int, dict, bool]]:
+    """(line number, row, left image wins) of the split's triplets with enough votes and no tie."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         needed = {"ref_path", "left_path", "right_path", "left_vote", "right_vote", "split"}
         missing = needed - set(reader.fieldnames or ())
         if missing:
             raise bad_annotation(path, f"missing column(s) {sorted(missing)}")
-        rows = []
         for lineno, row in enumerate(reader, 2):
             where = f"{path}:{lineno}"
             if row["split"] != split:
@@ -125,6 +120,20 @@ def load(
             votes = _int(row, "votes", where) if row.get("votes") not in (None, "") else left + right
             if votes >= min_votes and left != right:
                 rows.append((lineno, row, left > right))
+    return rows
+
+
+def load(
+    root, split: str, *, limit: int | None = 1000, seed: int = 0, min_votes: int = MIN_VOTES
+) -> list[Example]:
+    """NIGHTS triplets of ``split``; the answer is the distortion most annotators chose."""
+    root = require_dir(root, "NIGHTS root")
+    path = require_file(root / "data.csv", "NIGHTS annotations")
+    split = normalize_split(split)
+    try:
+        rows = _read_rows(path, split, min_votes)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a readable CSV file: {exc}") from exc
     chosen = limit_and_shuffle(rows, limit, seed)
     rng = random.Random(seed + 1)
     examples = []
