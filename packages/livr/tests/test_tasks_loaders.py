@@ -312,3 +312,19 @@ def test_missing_root_and_unknown_split_are_refused(tmp_path, fixtures):
             spec.load(tmp_path / "nowhere", "train")
     with pytest.raises(ValueError, match="unknown"):
         TASKS["art_style"].load(fixtures["art_style"], "dev")
+
+
+def test_pixmo_parquet_shards_need_pyarrow_or_fail_clearly(copy_of):
+    root = copy_of("counting")
+    (root / "train.jsonl").unlink()
+    (root / "data").mkdir()
+    shard = root / "data" / "train-00000-of-00001.parquet"
+    shard.write_bytes(b"PAR1 not really parquet")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="install pyarrow"):
+            TASKS["counting"].load(root, "train")
+    else:
+        with pytest.raises(ValueError, match=re.escape(str(shard))):
+            TASKS["counting"].load(root, "train")
