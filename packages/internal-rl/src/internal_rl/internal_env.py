@@ -19,6 +19,43 @@ from internal_rl.envs.tasks import Task
 from internal_rl.incremental import IncrementalBackbone
 
 
+def _set_tasks(grid: BatchedGridPinpad, tasks: tuple[Task, ...]) -> None:
+    longest = max(len(t) for t in tasks)
+    grid.tasks = torch.full((len(tasks), longest), -1, dtype=torch.long, device=grid.device)
+    for k, task in enumerate(tasks):
+        grid.tasks[k, : len(task)] = torch.tensor(task)
+    grid.task_lengths = torch.tensor([len(t) for t in tasks], device=grid.device)
+    grid._task_flat = grid.tasks.reshape(-1)
+    grid.task_set = "custom"
+
+
+class TaskGrid(BatchedGridPinpad):
+    """A batched grid on explicit ``tasks`` (e.g. a short, easy one) instead of a named task set.
+
+    The env package only knows its named sets; this swaps in another task table and draws
+    solvable layouts for it with a second, unobserved grid on the same tasks.
+    """
+
+    def __init__(self, num_envs: int, tasks: tuple[Task, ...], *, seed: int = 0, **kwargs: Any):
+        kwargs.pop("layout_pool", None)
+        super().__init__(num_envs, "pretrain", seed=seed, layout_pool=num_envs, **kwargs)
+        _set_tasks(self, tasks)
+        self._drawer = BatchedGridPinpad(num_envs, "pretrain", seed=seed + 1, layout_pool=0, **kwargs)
+        _set_tasks(self._drawer, tasks)
+
+    def reset(self, env_ids=None, *, task_ids=None, layouts=None):  # type: ignore[override]
+        if layouts is None and task_ids is None:
+            n = self.num_envs if env_ids is None else len(env_ids)
+            self._drawer.reset()
+            task_ids = self._drawer.task_ids[:n].clone()
+            layouts = {
+                "colour_cells": self._drawer.colour_cells[:n].clone(),
+                "wall_cells": self._drawer.wall_cells[:n].clone(),
+                "agent_cell": self._drawer.start[:n].clone(),
+            }
+        return super().reset(env_ids, task_ids=task_ids, layouts=layouts)
+
+
 def make_grid(
     num_envs: int,
     task_set: str = "posttrain",
@@ -28,21 +65,10 @@ def make_grid(
     device: str | torch.device = "cpu",
     **kwargs: Any,
 ) -> BatchedGridPinpad:
-    """A batched grid on a named task set, or on explicit ``tasks`` (e.g. a short, easy task)."""
+    """A batched grid on a named task set, or on explicit ``tasks``."""
     if tasks is None:
         return BatchedGridPinpad(num_envs, task_set, seed=seed, device=device, **kwargs)
-    # The named sets live in the env package; custom tasks replace its task table, and layouts
-    # are then drawn directly (the shared layout pool draws task ids of the named set).
-    kwargs["layout_pool"] = 0
-    grid = BatchedGridPinpad(num_envs, "pretrain", seed=seed, device=device, **kwargs)
-    longest = max(len(t) for t in tasks)
-    grid.tasks = torch.full((len(tasks), longest), -1, dtype=torch.long, device=grid.device)
-    for k, task in enumerate(tasks):
-        grid.tasks[k, : len(task)] = torch.tensor(task)
-    grid.task_lengths = torch.tensor([len(t) for t in tasks], device=grid.device)
-    grid._task_flat = grid.tasks.reshape(-1)
-    grid.task_set = "custom"
-    return grid
+    return TaskGrid(num_envs, tasks, seed=seed, device=device, **kwargs)
 
 
 class BatchedInternalEnv:
@@ -53,7 +79,8 @@ class BatchedInternalEnv:
     least one of them either fires its switch (beta >= threshold) or finishes. It returns
     ``(e, reward, done, info)`` where ``info["decided"]`` marks the envs whose abstract step
     ended in this call; ``reward`` and ``info["primitive_steps"]`` are what those envs
-    accumulated since their last code (zero for the others).
+    accumulated since their last code (zero for the others). ``layout`` (keys ``colour_cells``,
+    ``wall_cells``, ``agent_cell``) fixes one layout and task 0 for every episode.
     """
 
     def __init__(
@@ -67,8 +94,10 @@ class BatchedInternalEnv:
         seed: int = 0,
         greedy: bool = False,
         horizon: int = 100,
+        layout: dict[str, Any] | None = None,
     ):
         self.base, self.meta, self.layer = model.base, model.meta, model.layer
+        self.layout = layout
         self.device = next(self.base.parameters()).device
         self.num_envs, self.threshold, self.greedy, self.horizon = num_envs, threshold, greedy, horizon
         self.task_set, self.tasks = task_set, tasks
@@ -93,7 +122,11 @@ class BatchedInternalEnv:
     @torch.no_grad()
     def reset(self) -> torch.Tensor:
         n = self.num_envs
-        obs = self.grid.reset().clone()
+        if self.layout is None:
+            obs = self.grid.reset().clone()
+        else:  # one fixed layout (and task 0) for every episode: an easy, bandit-like problem
+            rows = {k: torch.as_tensor(v).reshape(1, -1).expand(n, -1) for k, v in self.layout.items()}
+            obs = self.grid.reset(task_ids=torch.zeros(n, dtype=torch.long), layouts=rows).clone()
         self.stepper = IncrementalBackbone(self.base, n, self.horizon + 1, self.layer)
         self.e = self.stepper.lower(obs)
         self.h = self.meta.init_history(n, self.device)

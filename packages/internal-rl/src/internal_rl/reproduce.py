@@ -49,7 +49,9 @@ class ReproduceConfig:
     probe: bool = True
     probe_steps: int = 500
     probe_episodes: int = 300
-    discovery: _discovery.DiscoveryConfig = field(default_factory=_discovery.tiny_config)
+    discovery: _discovery.DiscoveryConfig = field(
+        default_factory=lambda: dataclasses.replace(_discovery.tiny_config(), steps=300, eval_every=100)
+    )
     meta_seeds: int = 1
     """Metacontroller seeds per base model (the paper: 3)."""
     rl: _rl.RLConfig = field(
@@ -60,9 +62,9 @@ class ReproduceConfig:
     rl_seeds: int = 3
     """RL seeds per metacontroller."""
     methods: tuple[str, ...] = METHODS
-    alpha_sweep: tuple[float, ...] = ()
+    alpha_sweep: tuple[float, ...] = (0.0, 1.0)
     """Alphas for the rate-distortion plot (each trains one more metacontroller)."""
-    sweep_steps: int = 150
+    sweep_steps: int = 200
     seed: int = 0
     num_threads: int = 1
     run_root: Path = Path("runs")

@@ -250,7 +250,10 @@ def ppo_update(
         with torch.no_grad():
             ratio = (new_lp - rollout.log_probs).exp()
             clipped = ((ratio - 1).abs() > cfg.clip) & rollout.mask
-        stats = {"loss": float(loss), "clip_fraction": float(clipped.sum()) / max(int(rollout.mask.sum()), 1)}
+        stats = {
+            "loss": float(loss.detach()),
+            "clip_fraction": float(clipped.sum()) / max(int(rollout.mask.sum()), 1),
+        }
     return stats
 
 

@@ -1,0 +1,128 @@
+"""The internal-RL environment (Algorithms 1-2) and incremental stepping of the base model."""
+
+import numpy as np
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from internal_rl.backbone import Backbone, BackboneConfig, ant_backbone_config
+from internal_rl.discovery import ControlledModel
+from internal_rl.envs.grid import GridLayout, GridPinpadEnv
+from internal_rl.incremental import IncrementalBackbone
+from internal_rl.internal_env import BatchedInternalEnv, InternalGridEnv, make_grid
+from internal_rl.metacontroller import Metacontroller, MetacontrollerConfig
+
+
+def controlled_model(seed: int = 0, switch_bias: float = 0.0) -> ControlledModel:
+    torch.manual_seed(seed)
+    base = Backbone(BackboneConfig(n_layers=2, d_model=32, n_heads=4, mlp_hidden=64))
+    meta = Metacontroller(32, MetacontrollerConfig())
+    with torch.no_grad():
+        for p in meta.decoder.parameters():
+            p.normal_(0, 0.3)
+        meta.switch[-1].bias.fill_(switch_bias)
+    return ControlledModel(base, meta).eval()
+
+
+def test_incremental_steps_match_full_forward():
+    torch.manual_seed(0)
+    cases = [
+        BackboneConfig(n_layers=4, d_model=32, n_heads=4, mlp_hidden=64, obs_dim=20),
+        ant_backbone_config(n_layers=2, d_model=16, n_heads=2, mlp_hidden=16, lru_width=16, obs_dim=10),
+    ]
+    for cfg in cases:
+        model = Backbone(cfg).eval()
+        obs = torch.randn(3, 12, cfg.obs_dim)
+        u = torch.randn(cfg.d_model, cfg.d_model) * 0.1
+        with torch.no_grad():
+            full = model(obs, control=lambda e, u=u: e @ u.T, control_layer=cfg.n_layers // 2)
+        ref = full.action_logits if full.action_logits is not None else full.action_mean
+        stepper = IncrementalBackbone(model, 3, 20, cfg.n_layers // 2)
+        outs = []
+        for t in range(12):
+            e = stepper.lower(obs[:, t])
+            out = stepper.upper(e + e @ u.T)
+            outs.append(out.action_logits if out.action_logits is not None else out.action_mean)
+        assert torch.allclose(torch.cat(outs, 1), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_gym_env_passes_check_env():
+    env = InternalGridEnv(controlled_model(), "posttrain")
+    check_env(env, skip_render_check=True)
+    e, _ = env.reset(seed=3)
+    assert e.shape == (32,) and e.dtype == np.float32
+    e2, _, _, _, info = env.step(np.zeros(8, dtype=np.float32))
+    assert e2.shape == (32,) and info["primitive_steps"] >= 1
+
+
+def _replay(grid, env_index, actions, task_id):
+    layout = GridLayout(
+        colour_cells=grid.colour_cells[env_index].numpy(),
+        wall_cells=grid.wall_cells[env_index].numpy(),
+        agent_cell=int(grid.start[env_index]),
+    )
+    gym_env = GridPinpadEnv(task_set="posttrain")
+    gym_env.reset(seed=0, options={"task_id": task_id, "layout": layout})
+    total, steps = 0.0, 0
+    for a in actions:
+        _, r, terminated, truncated, _ = gym_env.step(int(a))
+        total += r
+        steps += 1
+        if terminated or truncated:
+            break
+    return total, steps, terminated or truncated
+
+
+def test_batched_env_rewards_and_steps_equal_the_underlying_episodes():
+    # A switch bias of 0 gives beta near 0.5: a mix of switching and holding.
+    env = BatchedInternalEnv(controlled_model(switch_bias=0.0), 12, "posttrain", seed=4)
+    env.reset()
+    returns = torch.zeros(12)
+    steps = torch.zeros(12, dtype=torch.long)
+    decisions = torch.zeros(12, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    while not env.done.all():
+        decisions += (env.needs_action & ~env.done).long()
+        _, reward, _, info = env.step(torch.randn(12, 8, generator=gen))
+        returns += reward
+        steps += info["primitive_steps"]
+        assert (info["primitive_steps"][~info["decided"]] == 0).all()
+    lengths = (env.actions >= 0).sum(1)
+    assert torch.equal(steps, lengths)
+    assert (decisions >= 1).all()
+    for i in range(12):
+        total, n, ended = _replay(
+            env.grid, i, env.actions[i, : lengths[i]].tolist(), int(env.grid.task_ids[i])
+        )
+        assert ended and n == int(lengths[i])
+        assert total == float(returns[i]) == float(env.success[i])
+
+
+def test_switch_threshold_controls_decision_count():
+    never = BatchedInternalEnv(controlled_model(switch_bias=-50.0), 6, "posttrain", seed=1)
+    always = BatchedInternalEnv(controlled_model(switch_bias=50.0), 6, "posttrain", seed=1)
+    counts = []
+    for env in (never, always):
+        env.reset()
+        n = 0
+        while not env.done.all():
+            n += int((env.needs_action & ~env.done).sum())
+            env.step(torch.zeros(6, 8))
+        counts.append(n)
+        lengths = (env.actions >= 0).sum(1)
+    assert counts[0] == 6  # one code per episode
+    assert counts[1] == int(lengths.sum())  # a code every primitive step
+
+
+def test_custom_task_grid_observes_its_layouts():
+    grid = make_grid(5, tasks=((0, 1), (2,)), seed=3)
+    obs = grid.reset()
+    assert set(grid.task_ids.tolist()) <= {0, 1}
+    for i in range(5):
+        layout = GridLayout(
+            colour_cells=grid.colour_cells[i].numpy(),
+            wall_cells=grid.wall_cells[i].numpy(),
+            agent_cell=int(grid.start[i]),
+        )
+        ref, _ = GridPinpadEnv(task_set="posttrain").reset(seed=0, options={"task_id": 0, "layout": layout})
+        assert np.array_equal(obs[i].numpy(), ref)
+        assert int(grid.shortest_task_lengths(torch.tensor([i]))[0]) <= 100
