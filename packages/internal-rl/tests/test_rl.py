@@ -100,3 +100,16 @@ def test_raw_action_baseline_runs_and_finetunes_the_base_model(tmp_path):
     assert torch.equal(model.base.action_head.weight, before)  # a copy is finetuned, not the original
     rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("losses/loss" in r for r in rows)
+
+
+def test_cli_lists_the_part_two_subcommands(capsys):
+    import pytest
+
+    from internal_rl.cli import main
+
+    for argv in (["metacontroller", "tiny", "--help"], ["rl", "tiny", "--help"], ["reproduce", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--base-run" in out and "--metacontroller-run" in out and "--config" in out

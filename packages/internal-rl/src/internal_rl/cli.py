@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Annotated
 
 import tyro
 
 import internal_rl
+from internal_rl import discovery as _discovery
 from internal_rl import pretrain as _pretrain
 from internal_rl import probe as _probe
+from internal_rl import reproduce as _reproduce
+from internal_rl import rl as _rl
 from internal_rl.ant_expert import AntExpertConfig
 from internal_rl.ant_expert import train_ant_expert as _train_ant_expert
 from internal_rl.generate_data import GenerateDataConfig
@@ -26,6 +31,10 @@ def _presets(presets: dict) -> object:
 
 PretrainPreset = _presets(_pretrain.PRESETS)
 ProbePreset = _presets(_probe.PRESETS)
+
+
+DiscoveryPreset = _presets(_discovery.PRESETS)
+RLPreset = _presets(_rl.PRESETS)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
@@ -63,6 +72,40 @@ def eval_ant_controller(task_set: str = "pretrain", episodes: int = 20, seed: in
     print(evaluate_controller(task_set, episodes=episodes, seed=seed))
 
 
+@tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
+def metacontroller(config: Annotated[DiscoveryPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
+    """Train a metacontroller on a frozen base model (preset tiny, paper-grid or paper-ant; set --base-run)."""
+    result = _discovery.train_metacontroller(config)
+    print(f"run: {result.run_dir}")
+    for key, value in result.metrics.items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+@tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
+def rl(config: Annotated[RLPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
+    """Internal RL over a metacontroller's latent codes (preset tiny or paper-grid; set --metacontroller-run)."""
+    result = _rl.train_internal_rl(config)
+    print(f"run: {result.run_dir}")
+    for key, value in result.metrics.items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+def reproduce(
+    config: Annotated[str, tyro.conf.arg(help="preset: tiny (CPU default) or paper (GPU settings)")] = "tiny",
+    base_run: Path | None = None,
+    run_root: Path = Path("runs"),
+    num_threads: int = 1,
+) -> None:
+    """Grid pipeline end to end: pretraining, probes, metacontrollers, internal RL and baselines, report."""
+    if config not in _reproduce.PRESETS:
+        raise SystemExit(f"unknown --config {config!r}; choose one of {sorted(_reproduce.PRESETS)}")
+    cfg = _reproduce.PRESETS[config]()
+    cfg = dataclasses.replace(cfg, base_run=base_run, run_root=run_root, num_threads=num_threads)
+    run_dir = _reproduce.reproduce(cfg)
+    print(f"run: {run_dir}")
+    print((run_dir / "report.md").read_text())
+
+
 def info() -> None:
     """Print the package version and the compute this machine offers."""
     print(environment_report("latentforge-internal-rl", internal_rl.__version__))
@@ -77,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         "eval-ant-controller": eval_ant_controller,
         "pretrain": pretrain,
         "probe": probe,
+        "metacontroller": metacontroller,
+        "rl": rl,
+        "reproduce": reproduce,
     }
     run_subcommands(commands, description=main.__doc__, argv=argv)
 
