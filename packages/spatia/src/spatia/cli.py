@@ -25,7 +25,7 @@ def info() -> None:
 
 def _pop_config(argv: list[str]) -> tuple[str, list[str]]:
     """Take ``--config X`` / ``--config=X`` out of ``argv`` (tyro then parses the rest)."""
-    rest, source, i = [], "paper", 0
+    rest, source, i = [], "paper-default", 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--config":
@@ -78,16 +78,64 @@ def _preview_command(base: TrainConfig):
     return preview_data
 
 
+def _generate_command():
+    from spatia.generate import GenerateConfig
+
+    base = GenerateConfig()
+
+    def generate(config: Annotated[GenerateConfig, tyro.conf.arg(name="")] = base) -> None:
+        """Generate a video along a camera trajectory with the spatial memory (mp4, point cloud, camera paths,
+        contact sheet in --out). --pipeline is a SpatiaPipeline folder (spatia reproduce writes one) or "tiny"."""
+        from spatia.generate import generate as run_generation
+
+        for name, path in run_generation(config).items():
+            print(f"{name}: {path}")
+
+    # The config class is imported here, not at module level, so the annotation is given as an object.
+    generate.__annotations__ = {"config": Annotated[GenerateConfig, tyro.conf.arg(name="")], "return": None}
+    return generate
+
+
+def _reproduce_command(source: str):
+    from spatia.reproduce import PRESETS as REPRODUCE_PRESETS
+    from spatia.reproduce import ReproduceConfig
+
+    try:
+        base = resolve_config(
+            ReproduceConfig, "tiny" if source == "paper-default" else source, REPRODUCE_PRESETS
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"spatia: {exc}") from exc
+
+    def reproduce(config: Annotated[ReproduceConfig, tyro.conf.arg(name="")] = base) -> None:
+        """make train-spatia: train a tiny model (stage 1, stage 2) on procedural rooms, generate along loops
+        with and without memory, write results.json, report.md, video.mp4 and contact_sheet.png.
+
+        Default: the CPU run (minutes); --config paper is the paper-scale run for GPUs."""
+        from spatia.reproduce import reproduce as run_reproduce
+
+        print(f"run folder: {run_reproduce(config)}")
+
+    reproduce.__annotations__ = {"config": Annotated[ReproduceConfig, tyro.conf.arg(name="")], "return": None}
+    return reproduce
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Spatia: camera-controlled video generation with an updatable 3D spatial memory."""
     args = list(sys.argv[1:] if argv is None else argv)
     source, args = _pop_config(args)
     try:
-        base = resolve_config(TrainConfig, source, PRESETS)
+        base = resolve_config(TrainConfig, "paper" if source == "paper-default" else source, PRESETS)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"spatia: {exc}") from exc
     run_subcommands(
-        {"info": info, "train": _train_command(base), "preview-data": _preview_command(base)},
+        {
+            "info": info,
+            "train": _train_command(base),
+            "preview-data": _preview_command(base),
+            "generate": _generate_command(),
+            "reproduce": _reproduce_command(source),
+        },
         description=main.__doc__,
         argv=args,
     )
