@@ -1,0 +1,93 @@
+"""spatia reproduce: presets, the summary and its verdict, the report, and (slow) the whole run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from spatia.cli import _reproduce_command
+from spatia.report import verdict, write_report
+from spatia.reproduce import ReproduceConfig, eval_scene, summarise
+
+
+def test_config_presets_tiny_by_default_paper_on_request():
+    tiny = _reproduce_command("paper-default").__defaults__[0]
+    paper = _reproduce_command("paper").__defaults__[0]
+    assert tiny.train.model.pretrained == "tiny" and tiny.stage1_iterations < 1000
+    assert paper.stage1_iterations == 8000 and paper.stage2_iterations == 5000
+    assert paper.stage1_learning_rate == 1e-5 and paper.stage2_learning_rate == 1e-4
+    assert paper.num_inference_steps == 50 and paper.guidance_scale == 5.0
+    assert paper.train.model.pretrained == "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+
+
+def test_eval_scene_loop_returns_to_its_start():
+    cfg = ReproduceConfig()
+    scene = eval_scene(1000, cfg, 13)
+    assert scene.frames.shape == (13, 3, 32, 32) and scene.depth.shape == (13, 32, 32)
+    assert torch.allclose(scene.w2c[0], scene.w2c[-1], atol=1e-9)
+    assert torch.allclose(scene.frames[0], scene.frames[-1])
+
+
+def _run(setting, psnr_c, seed):
+    metrics = {
+        "closed_loop": {"psnr_c": psnr_c, "match_accuracy": 0.5, "num_pairs": 3, "ssim_c": 0.5},
+        "vs_ground_truth": {"psnr": 10.0, "ssim": 0.1, "lpips": "unavailable: test"},
+        "probes": {"psnr_new_vs_memory_render_covered": math.nan, "psnr_new_vs_last_context_frame": 20.0},
+    }
+    return {"scene": 1, "seed": seed, "setting": setting, "metrics": metrics}
+
+
+def test_summary_and_verdict_follow_the_seed_spread(tmp_path):
+    runs = [_run("no_memory", 12.0 + s, s) for s in (0, 1)] + [_run("memory_k1", 18.0 + s, s) for s in (0, 1)]
+    summary = summarise(runs)
+    assert summary["no_memory"]["psnr_c"] == {"mean": 12.5, "std": 0.5, "n": 2}
+    assert summary["memory_k1"]["psnr_vs_memory_render"]["n"] == 0  # NaN values are left out, not averaged
+    assert verdict(summary).startswith("memory helps")
+    close = summarise([_run("no_memory", 12.0 + 3 * s, s) for s in (0, 1)] + [_run("memory_k1", 13.0, 0)])
+    assert verdict(close).startswith("no clear effect")
+    results = {
+        "config": json.loads(json.dumps(ReproduceConfig(), default=lambda o: o.__dict__)),
+        "summary": summary,
+        "timings": {"stage1_s": 1.0, "stage2_s": 1.0, "generation_and_eval_s": 1.0, "total_s": 3.0},
+        "load_average": [1.0, 1.0, 1.0],
+        "references": {
+            "1": {
+                "ground_truth_closed_loop": {"psnr_c": 30.0, "match_accuracy": 0.9},
+                "vae_round_trip": {"psnr": 9.0, "lpips": "unavailable: test"},
+            }
+        },
+        "runs": runs,
+    }
+    text = write_report(results, tmp_path / "report.md").read_text()
+    assert "memory helps" in text and "| memory_k1 | 18.500 ± 0.500 (n=2)" in text
+
+
+@pytest.mark.slow
+def test_reproduce_end_to_end_writes_results_report_video_and_sheet(tmp_path):
+    from spatia.config import tiny_config
+    from spatia.reproduce import reproduce
+    from spatia.video import read_mp4
+
+    cfg = replace(
+        ReproduceConfig(),
+        train=replace(tiny_config(), runs_root=str(tmp_path)),
+        stage1_iterations=2,
+        stage2_iterations=1,
+        eval_scenes=(1000,),
+        seeds=(0,),
+        reference_counts=(1,),
+        num_clips=2,
+        num_inference_steps=1,
+        runs_root=str(tmp_path),
+    )
+    run = reproduce(cfg)
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["summary"]) == {"no_memory", "memory_k1"}
+    assert len(results["runs"]) == 2
+    assert "Verdict" in (run / "report.md").read_text()
+    assert read_mp4(run / "video.mp4").shape[0] == 13
+    assert (run / "contact_sheet.png").is_file() and (run / "pipeline" / "model_index.json").is_file()
