@@ -30,6 +30,11 @@ def first_head(out):
 ARCHS = ["transformer", "hawk"]
 
 
+def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
+    # torch.testing.assert_close costs ~25 s of imports on first use on this machine
+    assert a.shape == b.shape and torch.allclose(a, b, atol=tol, rtol=1e-4), float((a - b).abs().max())
+
+
 def test_paper_configs_have_paper_sizes():
     grid, ant = Backbone(BackboneConfig()), Backbone(ant_backbone_config(obs_dim=50))
     assert (grid.config.n_layers, grid.config.d_model, grid.config.n_heads, grid.config.mlp_hidden) == (
@@ -201,16 +206,12 @@ def test_step_by_step_equals_forward(arch, controlled):
             assert first_head(out).shape[1] == 1 and len(out.residuals) == model.n_layers + 1
             steps.append(out)
     assert state.t == 21
-    torch.testing.assert_close(
-        torch.cat([first_head(o) for o in steps], 1), first_head(full), atol=1e-5, rtol=1e-4
-    )
-    torch.testing.assert_close(torch.cat([o.obs_pred for o in steps], 1), full.obs_pred, atol=1e-5, rtol=1e-4)
+    assert_close(torch.cat([first_head(o) for o in steps], 1), first_head(full))
+    assert_close(torch.cat([o.obs_pred for o in steps], 1), full.obs_pred)
     for layer_index in range(model.n_layers + 1):
-        torch.testing.assert_close(
+        assert_close(
             torch.cat([o.residuals[layer_index] for o in steps], 1),
             full.residuals[layer_index],
-            atol=1e-5,
-            rtol=1e-4,
         )
     if controlled:  # the control really acted (guards against a test that passes by ignoring it)
         plain = model(obs)
@@ -226,4 +227,21 @@ def test_step_with_previous_actions_equals_forward():
         full = model(obs, prev)
         state = model.init_state(2)
         logits = [model.step(obs[:, t], state, prev_action=prev[:, t])[0].action_logits for t in range(9)]
-    torch.testing.assert_close(torch.cat(logits, 1), full.action_logits, atol=1e-5, rtol=1e-4)
+    assert_close(torch.cat(logits, 1), full.action_logits)
+
+
+def test_mlp_observation_embedding_is_per_step_and_steppable():
+    torch.manual_seed(0)
+    model = Backbone(small("transformer", obs_embed_hidden=48)).eval()
+    assert isinstance(model.obs_embed, torch.nn.Sequential) and model.obs_embed[0].out_features == 48
+    obs = torch.randn(2, 7, 20)
+    with torch.no_grad():
+        full = model(obs)
+        state = model.init_state(2)
+        logits = torch.cat([model.step(obs[:, t], state)[0].action_logits for t in range(7)], 1)
+        changed = obs.clone()
+        changed[:, 4:] = torch.randn(2, 3, 20)
+        later = model(changed)
+    assert_close(logits, full.action_logits)
+    assert_close(later.action_logits[:, :4], full.action_logits[:, :4])  # causal
+    assert not torch.allclose(later.action_logits[:, 4:], full.action_logits[:, 4:])

@@ -68,6 +68,10 @@ class BackboneConfig:
     """Chunk length of Hawk's stable parallel scan; bigger is faster but uses chunk^2 memory."""
     init_scale: float = 0.1
     """Variance scaling of the weight init: std = sqrt(init_scale / fan_in)."""
+    obs_embed_hidden: int = 0
+    """Hidden width of a ReLU MLP embedding each observation (0: one linear map). The paper does not
+    say how o_t is embedded; an MLP computes per-step conjunctions such as "the agent stands on
+    colour k" before attention aggregates them, which a small linear-embedding model learns slowly."""
     condition_on_prev_action: bool = False
     """Also embed a_{t-1} into token t. The paper conditions on o_{1:t} only, so off by default."""
     min_log_std: float = -5.0
@@ -335,7 +339,15 @@ class Backbone(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.obs_embed = nn.Linear(config.obs_dim, d)
+        self.obs_embed: nn.Module = (
+            nn.Sequential(
+                nn.Linear(config.obs_dim, config.obs_embed_hidden),
+                nn.ReLU(),
+                nn.Linear(config.obs_embed_hidden, d),
+            )
+            if config.obs_embed_hidden > 0
+            else nn.Linear(config.obs_dim, d)
+        )
         if config.condition_on_prev_action:
             # index 0 = "no previous action" (first step, padding)
             self.action_embed: nn.Module = (
@@ -448,15 +460,15 @@ class Backbone(nn.Module):
     # -- incremental inference -----------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> BackboneState:
         """An empty state for :meth:`step`: KV caches (Transformer) or zero conv/RG-LRU states (Hawk)."""
-        if device is None:
-            device = self.obs_embed.weight.device
+        weight = self.final_norm.weight
+        device = weight.device if device is None else device
         cfg = self.config
         layers: list[KVCache | HawkState] = []
         for _ in range(cfg.n_layers):
             if cfg.arch == "transformer":
                 layers.append(KVCache())
             else:
-                dtype = self.obs_embed.weight.dtype
+                dtype = weight.dtype
                 conv = torch.zeros(batch_size, cfg.conv_width - 1, cfg.lru_width, device=device, dtype=dtype)
                 layers.append(
                     HawkState(conv=conv, h=torch.zeros(batch_size, cfg.lru_width, device=device, dtype=dtype))
