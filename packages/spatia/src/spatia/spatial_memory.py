@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -247,7 +248,12 @@ class SpatialMemory:
                 if found:
                     near[i] = True
                     self.confidence[index[0]] += 1
-        keep = ~near
+        # One point per voxel within the batch too (several views triangulate the same corner).
+        keys = _voxel_keys(torch.floor(xyz.double() / self.voxel_size).long())
+        _, first = np.unique(keys.numpy(), return_index=True)
+        keep = torch.zeros_like(near)
+        keep[torch.as_tensor(first)] = True
+        keep &= ~near
         return self._append(
             xyz[keep],
             torch.as_tensor(rgb).float().reshape(-1, 3)[keep],
@@ -389,14 +395,18 @@ class SpatialMemory:
         *,
         frame_ids: list[int] | None = None,
         config: SlamConfig | None = None,
+        segmenter: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> SlamResult:
         """Register a generated clip by visual SLAM (pycolmap) and add its new static points.
 
         See ``spatia.slam.update_memory_from_clip``; never raises on SLAM failure (the prior
-        poses are used and the result says why).
+        poses are used and the result says why). ``segmenter`` (``spatia.segmentation``) makes
+        the dynamic masks when none are given.
         """
         from spatia.slam import update_memory_from_clip
 
+        if dynamic_masks is None and segmenter is not None:
+            dynamic_masks = segmenter(frames)
         return update_memory_from_clip(
             self, frames, w2c_prior, intrinsics, dynamic_masks, frame_ids=frame_ids, config=config
         )
