@@ -151,11 +151,13 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             f"{np.median(fin):.3f} [{min(fin):.3f}, {max(fin):.3f}] | {np.median(dec):.1f} |"
         )
     if results.get("rate_distortion"):
-        lines += ["", "## Rate-distortion (Fig. 7)", "", "| alpha | switches / episode | action NLL | alignment F1 |",
-                  "|---:|---:|---:|---:|"]  # fmt: skip
+        lines += ["", "## Rate-distortion (Fig. 7)", "",
+                  "| alpha | switches / episode | action NLL | KL | alignment F1 | random-segmentation F1 |",
+                  "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for p in results["rate_distortion"]:
             lines.append(
-                f"| {p['alpha']} | {p['switches_per_episode']:.2f} | {p['action_nll']:.3f} | {p['alignment_f1']:.3f} |"
+                f"| {p['alpha']} | {p['switches_per_episode']:.2f} | {p['action_nll']:.3f} | {p.get('kl', float('nan')):.3f} | "
+                f"{p['alignment_f1']:.3f} | {p.get('random_alignment_f1', float('nan')):.3f} |"
             )
     lines += ["", "## Diagnosis", "", *results.get("diagnosis", []), ""]
     lines += ["Figures: " + ", ".join(f"`{f}`" for f in results.get("figures", [])), ""]

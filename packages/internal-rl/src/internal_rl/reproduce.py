@@ -203,7 +203,8 @@ def reproduce(cfg: ReproduceConfig) -> Path:
             )  # fmt: skip
             m = out.metrics
             points.append({"alpha": alpha, "switches_per_episode": m["eval/switches_per_episode"],
-                           "action_nll": m["eval/action_nll"], "alignment_f1": m["eval/alignment_f1"]})  # fmt: skip
+                           "action_nll": m["eval/action_nll"], "alignment_f1": m["eval/alignment_f1"],
+                           "random_alignment_f1": m["eval/random_alignment_f1"], "kl": m["eval/kl"]})  # fmt: skip
             true_changes = m["eval/true_boundaries_per_episode"]
         results["rate_distortion"] = points
         plot_rate_distortion(points, true_changes, run_dir / "rate_distortion.png")

@@ -1,0 +1,74 @@
+"""``internal-rl reproduce`` end to end on a minute-sized configuration."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from internal_rl import discovery, pretrain, rl
+from internal_rl.pretrain import DataConfig
+from internal_rl.report import plot_beta, plot_success_curves, write_report
+from internal_rl.reproduce import ReproduceConfig, diagnose, reproduce
+
+
+def test_report_and_diagnosis_from_measured_numbers(tmp_path):
+    meta = {"eval/action_nll": 0.95, "eval/kl": 0.001, "eval/switches_per_episode": 0.01,
+            "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.0, "eval/random_alignment_f1": 0.0,
+            "eval/beta_quasi_binary": 0.6, "alpha": 0.1}  # fmt: skip
+    rl_entry = {"metrics": [{"initial_success": 0.0, "final_success": 0.1}, {"initial_success": 0.0,
+                "final_success": 0.3}], "decisions": [[1.0, 2.0], [1.0, 1.0]], "episodes": [4, 8]}  # fmt: skip
+    results = {
+        "command": "internal-rl reproduce", "seconds": 10.0, "load_start": "1", "load_end": "2",
+        "base_run": "x", "base": {"eval/action_accuracy": 0.55},
+        "probe": {"accuracy": [0.25, 0.26], "chance": 0.27},
+        "discovery": {"internal-rl": meta}, "rl_task": "posttrain", "rl": {"internal-rl": rl_entry},
+    }  # fmt: skip
+    results["diagnosis"] = diagnose(results)
+    text = " ".join(results["diagnosis"])
+    assert "almost never switches" in text and "KL collapse" in text and "no linearly decodable" in text
+    write_report(tmp_path / "report.md", results)
+    report = (tmp_path / "report.md").read_text()
+    assert "| internal-rl | 2 | 8 | 0.000 [0.000, 0.000] | 0.200 [0.100, 0.300] | 1.2 |" in report
+    plot_success_curves({"a": [[0.0, 0.5], [0.1, 0.3]]}, [4, 8], tmp_path / "s.png", "t")
+    plot_beta(torch.rand(10), torch.zeros(10, dtype=torch.bool), 10, tmp_path / "b.png", "t")
+    assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_reproduce_writes_results_report_and_figures(tmp_path):
+    pcfg = dataclasses.replace(
+        pretrain.tiny_config(), data=DataConfig(num_episodes=64, eval_fraction=0.1), steps=3, batch_size=8,
+        run_root=tmp_path, rollout_episodes=0,
+    ) if hasattr(pretrain.PretrainConfig, "rollout_episodes") else dataclasses.replace(
+        pretrain.tiny_config(), data=DataConfig(num_episodes=64, eval_fraction=0.1), steps=3, batch_size=8,
+        run_root=tmp_path,
+    )  # fmt: skip
+    base_run = pretrain.pretrain(pcfg).run_dir
+    cfg = ReproduceConfig(
+        base_run=base_run,
+        probe_steps=5,
+        probe_episodes=30,
+        discovery=dataclasses.replace(
+            discovery.tiny_config(), data=DataConfig(num_episodes=60, data_seed=2), steps=3, batch_size=4,
+            eval_every=3, checkpoint_every=3, eval_episodes=10,
+        ),
+        rl=dataclasses.replace(rl.tiny_config(), steps=2, batch_size=4, checkpoint_every=2),
+        rl_seeds=2,
+        alpha_sweep=(0.0, 1.0),
+        sweep_steps=2,
+        run_root=tmp_path,
+    )  # fmt: skip
+    run_dir = reproduce(cfg)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["rl"]) == {"internal-rl", "forced-switch", "cotrained", "raw-action"}
+    for entry in results["rl"].values():
+        assert len(entry["metrics"]) == 2 and entry["episodes"][-1] == 8
+    assert len(results["probe"]["accuracy"]) == 5  # embeddings + 4 layers of the tiny model
+    assert [p["alpha"] for p in results["rate_distortion"]] == [0.0, 1.0]
+    assert results["discovery"]["forced-switch"]["eval/beta_quasi_binary"] == 1.0
+    report = (run_dir / "report.md").read_text()
+    assert "| raw-action | 2 | 8 |" in report and "## Diagnosis" in report
+    for name in results["figures"]:
+        assert (run_dir / name).stat().st_size > 1000
+    assert "success_vs_episodes.png" in results["figures"] and "rate_distortion.png" in results["figures"]
