@@ -66,6 +66,8 @@ class ReproduceConfig:
     """Memory voxel (world units)."""
     fov_degrees: float = 75.0
     """Field of view of the evaluation cameras (the procedural training data's)."""
+    from_run: str | None = None
+    """Reuse the stage-1 / stage-2 exports of an earlier reproduce run folder instead of training again."""
     exp_name: str = "reproduce"
     """Experiment name of the run folder."""
     runs_root: str = "runs"
@@ -127,6 +129,23 @@ def train_stages(config: ReproduceConfig, run_dir: Path) -> tuple[Path, Path, di
     return stage1_dir / "export" / "transformer", stage2_dir / "export" / "lora", timings
 
 
+def reuse_training(run: Path) -> tuple[Path, Path, dict]:
+    """The exports of an earlier run, and its training time from the first to the last metrics record."""
+    transformer_dir, lora_dir = run / "stage1" / "export" / "transformer", run / "stage2" / "export" / "lora"
+    for path in (transformer_dir, lora_dir):
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"{path}: missing; --from-run needs a reproduce run whose two stages finished"
+            )
+    from latentforge.runs import read_metrics
+
+    timings: dict = {"reused_from": str(run)}
+    for stage in ("stage1", "stage2"):
+        records = read_metrics(run / stage)
+        timings[f"{stage}_s"] = records[-1]["time"] - records[0]["time"] if records else math.nan
+    return transformer_dir, lora_dir, timings
+
+
 def _fresh(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -139,7 +158,9 @@ def build_trained_pipeline(config: ReproduceConfig, transformer_dir: Path, lora_
 
     networks = build_networks(config.train.model, stage1_checkpoint=str(transformer_dir))
     if lora_dir is not None:
-        networks.transformer.load_lora_adapter(str(lora_dir), prefix="transformer", adapter_name="stage2")
+        networks.transformer.load_lora_adapter(
+            str(lora_dir), weight_name="pytorch_lora_weights.safetensors", adapter_name="stage2"
+        )
         networks.transformer.fuse_lora(lora_scale=1.0)
         networks.transformer.unload_lora()
     networks.transformer.eval()
@@ -298,7 +319,10 @@ def reproduce(config: ReproduceConfig) -> Path:
     seed_everything(config.train.seed)
     run_dir = create_run_dir(config.runs_root, "spatia", config.exp_name, config.train.seed, config)
     started = time.time()
-    transformer_dir, lora_dir, timings = train_stages(config, run_dir)
+    if config.from_run is None:
+        transformer_dir, lora_dir, timings = train_stages(config, run_dir)
+    else:
+        transformer_dir, lora_dir, timings = reuse_training(Path(config.from_run))
     pipe = build_trained_pipeline(config, transformer_dir, lora_dir)
     pipe.save_pretrained(run_dir / "pipeline")
     data = config.train.data
