@@ -156,20 +156,10 @@ def test_llava_onevision_1_5_loads_natively_without_running_the_checkpoint_code(
     assert not mark.exists()
 
 
-def test_llava_onevision_1_5_remote_code_only_with_the_opt_in(tiny_backbones, monkeypatch):
-    from livr.backbones import llava_onevision1_5 as ov15
-
-    calls = []
-
-    def fake_remote(model_id, **kwargs):
-        calls.append(kwargs)
-        raise RuntimeError("remote route taken")
-
-    monkeypatch.setattr(ov15.AutoModelForCausalLM, "from_pretrained", fake_remote)
-    path = tiny_backbones["llava_onevision1_5"]
-    LivrModel.from_backbone(ModelConfig(backbone="llava_onevision1_5", model_id=path, num_latents=0))
-    assert calls == []
-    cfg = ModelConfig(backbone="llava_onevision1_5", model_id=path, num_latents=0, trust_remote_code=True)
-    with pytest.raises(RuntimeError, match="remote route taken"):
+def test_llava_onevision_1_5_refuses_the_remote_code_route(tmp_path):
+    # refused before anything is read: the folder does not even exist
+    cfg = ModelConfig(
+        backbone="llava_onevision1_5", model_id=str(tmp_path / "absent"), trust_remote_code=True
+    )
+    with pytest.raises(ValueError, match=r"trust-remote-code is refused.*native implementation"):
         LivrModel.from_backbone(cfg)
-    assert calls and calls[0]["trust_remote_code"] is True

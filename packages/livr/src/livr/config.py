@@ -40,8 +40,8 @@ class ModelConfig:
     max_pixels: int | None = None
     """image processor's maximum pixels per image (None: the checkpoint's value)."""
     trust_remote_code: bool = False
-    """run the modeling code shipped in a hub repo instead of livr's native class (only ``llava_onevision1_5``
-    has such a route; needed by no backbone; off by default)."""
+    """allow code shipped in a hub repo (tokenizer only; every backbone is a native class, and
+    ``llava_onevision1_5`` refuses it because its hub code cannot carry the bottleneck roles)."""
 
 
 @dataclass

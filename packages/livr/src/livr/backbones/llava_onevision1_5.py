@@ -1,11 +1,11 @@
-"""LLaVA-OneVision-1.5-4B-Instruct: a native implementation, remote code only on explicit opt-in.
+"""LLaVA-OneVision-1.5-4B-Instruct: a native implementation; the hub's remote code is never run.
 
 LLaVA-OneVision-1.5 is not in transformers 5.24 and its hub repo ships modeling code. livr
 builds the model from transformers' own modules instead (``llava_onevision1_5_model``: RICE-ViT
 from ``Qwen2VLVisionBlock`` + ``PatchMerger``, language model ``Qwen3Model``), with module names
 equal to the published parameter names, so the checkpoint loads without running downloaded
-code. ``--model.trust-remote-code`` switches to the hub's own code instead (reported to fail on
-transformers >= 5); without the flag no remote code is ever imported.
+code. The hub's own code is never run: ``--model.trust-remote-code`` is refused with the reasons
+(its forward cannot carry livr's per-token roles, and it is reported to fail on transformers >= 5).
 
 Position ids: the published model runs its Qwen3 language model with plain 1-D RoPE, so latent
 tokens (and everything else) get consecutive text positions; livr passes them as ``(3, B, S)``
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from livr.backbones.base import QwenVLFamilyAdapter
 from livr.backbones.llava_onevision1_5_model import (
@@ -64,25 +64,22 @@ class LlavaOneVision15Adapter(QwenVLFamilyAdapter):
     default_model_id = "lmms-lab/LLaVA-OneVision-1.5-4B-Instruct"
     vision_patch_size = 14
     vision_modules = ("visual",)
-    # native: model.layers.N...; the hub's remote code nests it as model.language_model.layers.N...
-    lora_target_modules = (
-        r"model\.(language_model\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-    )
+    lora_target_modules = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
     @property
     def model_class(self) -> type[PreTrainedModel]:
         return LlavaOneVision15ForConditionalGeneration
 
-    def load_model(
-        self, model_id: str, *, dtype: torch.dtype, attn_implementation: Any, trust_remote_code: bool
-    ) -> PreTrainedModel:
+    def check_loadable(self, model_id: str, trust_remote_code: bool) -> None:
         if trust_remote_code:
-            return AutoModelForCausalLM.from_pretrained(
-                model_id, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=True
+            raise ValueError(
+                f"{model_id}: --model.trust-remote-code is refused for LLaVA-OneVision-1.5: livr loads the "
+                "published weights into its native implementation instead. The hub's own modeling code cannot "
+                "run under livr (its forward takes no extra keyword arguments, so the per-token roles of the "
+                "bottleneck cannot reach its attention; it expects 2-D position ids and `past_key_values`) and "
+                "is reported to fail on transformers >= 5."
             )
-        return self.model_class.from_pretrained(
-            model_id, dtype=dtype, attn_implementation=attn_implementation
-        )
+        super().check_loadable(model_id, trust_remote_code)
 
     def published_config(self) -> PretrainedConfig:
         return LlavaOneVision15Config(text_config=dict(PUBLISHED_TEXT), vision_config=dict(PUBLISHED_VISION))
