@@ -55,6 +55,7 @@ class SlamConfig:
     max_num_features: int = 4096
     min_num_matches: int = 15
     max_ratio: float = 0.8  # SIFT ratio test (COLMAP's default 0.8)
+    sift_peak_threshold: float = 0.0066667  # COLMAP default; lower finds more features in small, flat frames
     max_alignment_error: float = 0.25  # of the trajectory's extent: worse alignment = failed update
     add_points: bool = True
     num_threads: int = 1
@@ -214,6 +215,7 @@ def extract_and_match(
     extraction.num_threads = config.num_threads
     extraction.use_gpu = False
     extraction.sift.max_num_features = config.max_num_features
+    extraction.sift.peak_threshold = config.sift_peak_threshold
     database = workdir / "database.db"
     pycolmap.extract_features(
         database,
@@ -520,7 +522,12 @@ def _update(
         method = "mapping"
         model = run_mapping(database, tmp / "images", tmp / "sparse", config)
         if model is None:
-            return _fallback(prior, n, "no memory overlap for PnP and pycolmap mapped no model", **extra)
+            return _fallback(
+                prior,
+                n,
+                f"PnP registered {len(new_poses)} of {n} frames (too few matches to the memory) and pycolmap mapped no model",
+                **extra,
+            )
         mapped = {}
         for slot, name in enumerate(names):
             img = model.find_image_with_name(name)
