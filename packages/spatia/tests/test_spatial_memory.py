@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spatia.data.procedural import sample_scene
+from spatia.memory import unproject_depth
 from spatia.spatial_memory import MemoryFileError, SpatialMemory
 
 H, W = 24, 32
@@ -155,6 +156,9 @@ def test_remove_box_and_insert_points_edit_what_renders(scene_and_clip):
     assert memory.remove_box(lo, hi) == int(inside.sum())
     assert len(memory) == n - int(inside.sum())
     assert not ((memory.points >= lo) & (memory.points <= hi)).all(-1).any()
+    kf = memory.keyframes[0]
+    lifted = unproject_depth(kf.image[None], kf.depth[None], kf.intrinsics[None], kf.w2c[None])
+    assert len(lifted) > 0 and not ((lifted.points >= lo) & (lifted.points <= hi)).all(-1).any()
 
     # A red wall 1 unit in front of camera 0 covers the middle of its view.
     w2c = clip.extrinsics_w2c[0].double()

@@ -362,6 +362,14 @@ class SpatialMemory:
         lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
         inside = ((self.points >= lo) & (self.points <= hi)).all(-1)
         self._select(~inside)
+        # Keyframes forget the removed geometry too, so retrieval stops scoring them for it.
+        for kf in self.keyframes.values():
+            cloud = unproject_depth(kf.image[None], kf.depth[None], kf.intrinsics[None], kf.w2c[None])
+            if len(cloud) == 0:
+                continue
+            gone = ((cloud.points >= lo) & (cloud.points <= hi)).all(-1)
+            flat = kf.depth.reshape(-1)
+            flat[torch.nonzero(flat > 0).squeeze(1)[gone]] = 0
         return int(inside.sum())
 
     def insert_points(self, xyz, rgb, *, confidence: float = 1.0, frame_id: int = -1) -> int:
