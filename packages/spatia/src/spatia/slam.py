@@ -55,10 +55,13 @@ class SlamConfig:
     max_num_features: int = 4096
     min_num_matches: int = 15
     max_ratio: float = 0.8  # SIFT ratio test (COLMAP's default 0.8)
-    sift_peak_threshold: float = 0.0066667  # COLMAP default; lower finds more features in small, flat frames
+    sift_peak_threshold: float = (
+        0.0066667  # COLMAP default; lower finds more features (did not help the flat-striped rooms)
+    )
     max_alignment_error: float = 0.25  # of the trajectory's extent: worse alignment = failed update
     add_points: bool = True
     num_threads: int = 1
+    quiet: bool = True  # COLMAP INFO log off during the update
     pnp_max_error: float = 4.0  # px, RANSAC threshold of the 2D-3D registration
     pnp_min_inliers: int = 24  # measured: wrong registrations on repetitive textures had <= 19
     max_prior_rotation_deg: float = 45.0  # a registration further from the requested view is rejected
@@ -491,11 +494,18 @@ def update_memory_from_clip(
     ][: config.num_anchors]
     anchors = [memory.keyframes[f] for f in anchor_ids]
     extra = {"num_anchors": len(anchors)}
+    import pycolmap
+
+    level = pycolmap.logging.minloglevel
+    if config.quiet:  # COLMAP logs every step at INFO; a generation loop wants its progress bar
+        pycolmap.logging.minloglevel = max(level, 1)
     try:
         with tempfile.TemporaryDirectory(prefix="spatia_slam_", dir=workdir) as tmp:
             result = _update(memory, anchors, frames, prior, k, ids, dynamic_masks, Path(tmp), config, extra)
     except Exception as exc:  # pycolmap raises C++ errors as Python exceptions; the loop must go on
         result = _fallback(prior, n, f"pycolmap failed: {type(exc).__name__}: {exc}", **extra)
+    finally:
+        pycolmap.logging.minloglevel = level
     for i, fid in enumerate(ids):
         memory.add_keyframe(fid, frames[i], result.estimated_w2c[i], k)
         memory.keyframes[fid].depth[dynamic_masks[i]] = 0
