@@ -78,7 +78,8 @@ class RLConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int | None = 2
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
+    """Where a loaded metacontroller runs ('auto' = CUDA if available); the policy stays on the CPU."""
     num_threads: int = 0
     run_root: Path = Path("runs")
     exp_name: str = "internal-rl"
@@ -165,8 +166,9 @@ def _pad_stack(rows: list[list[torch.Tensor]], shape: tuple[int, ...]) -> torch.
 def collect(env: BatchedInternalEnv, policy: SSMPolicy, generator: torch.Generator) -> Rollout:
     """Run every env of ``env`` to the end of its episode with ``policy``."""
     n = env.num_envs
-    e = env.reset()
-    state = policy.init_state(n, e.device)
+    # The policy and the stored batch live on the CPU; only the environment's model may be on a GPU.
+    e = env.reset().cpu()
+    state = policy.init_state(n)
     obs_rows: list[list[torch.Tensor]] = [[] for _ in range(n)]
     act_rows: list[list[torch.Tensor]] = [[] for _ in range(n)]
     lp_rows: list[list[torch.Tensor]] = [[] for _ in range(n)]
@@ -186,6 +188,7 @@ def collect(env: BatchedInternalEnv, policy: SSMPolicy, generator: torch.Generat
                 act_rows[b].append(sample[j])
                 lp_rows[b].append(lp[j])
         e, reward, _, _ = env.step(z)
+        e = e.cpu()
         returns += reward.cpu()
     lengths = [len(r) for r in obs_rows]
     mask = torch.arange(max(1, max(lengths)))[None] < torch.tensor(lengths)[:, None]
@@ -344,7 +347,9 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
 
         if cfg.metacontroller_run is None:
             raise ValueError("set metacontroller_run: the discovery run whose decoder and switch unit act")
-        model = load_metacontroller(cfg.metacontroller_run, cfg.device)
+        from internal_rl.pretrain import resolve_device
+
+        model = load_metacontroller(cfg.metacontroller_run, resolve_device(cfg.device))
     model.eval().requires_grad_(False)
     seed_everything(cfg.seed)
     policy = SSMPolicy(model.base.config.d_model, model.meta.config.n_z, cfg.policy_width)
