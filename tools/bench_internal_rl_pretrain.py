@@ -1,4 +1,5 @@
-"""Pretraining throughput of the internal-rl base models (tokens per second).
+"""Pretraining throughput of the internal-rl base models (tokens per second), and the latency of
+cached one-token inference (``Backbone.step``) that the internal-RL rollouts use.
 
 One token is one (observation, action) step of an expert episode. Each case times full
 optimiser steps (forward, action + next-observation NLL, backward, AdamW) on batches of
@@ -11,7 +12,9 @@ random data with the shapes of the real datasets, after warm-up steps. Writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -20,7 +23,14 @@ from pathlib import Path
 import torch
 
 from internal_rl.backbone import Backbone, BackboneConfig, ant_backbone_config
-from internal_rl.pretrain import Batch, PretrainConfig, make_optimizer, sequence_losses
+from internal_rl.pretrain import (
+    Batch,
+    PretrainConfig,
+    make_optimizer,
+    sequence_losses,
+    tiny_ant_config,
+    tiny_config,
+)
 
 GRID_OBS, ANT_OBS = 637, 41  # ant-pinpad: 27 proprioception + 2 global + 10 relative + 2 in-cell
 
@@ -94,6 +104,42 @@ def time_case(case: Case, device: torch.device, warmup: int, iters: int) -> dict
     }
 
 
+@torch.no_grad()
+def time_step_latency(name: str, cfg: BackboneConfig, batch: int, steps: int, device: torch.device) -> dict:
+    """Mean seconds per ``Backbone.step`` over ``steps`` tokens, vs re-running ``forward`` on the prefix."""
+    torch.manual_seed(0)
+    model = Backbone(cfg).to(device).eval()
+    obs = (torch.rand(batch, steps, cfg.obs_dim, device=device) > 0.9).float()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    state = model.init_state(batch, device)
+    model.step(obs[:, 0], state)  # warm-up
+    state = model.init_state(batch, device)
+    sync()
+    start = time.perf_counter()
+    for t in range(steps):
+        model.step(obs[:, t], state)
+    sync()
+    cached = (time.perf_counter() - start) / steps
+    probes = list(range(0, steps, max(1, steps // 10)))  # full recomputation at a tenth of the positions
+    sync()
+    start = time.perf_counter()
+    for t in probes:
+        model(obs[:, : t + 1])
+    sync()
+    recompute = (time.perf_counter() - start) / len(probes)
+    return {
+        "case": name,
+        "batch": batch,
+        "tokens": steps,
+        "step_ms": 1e3 * cached,
+        "recompute_forward_ms": 1e3 * recompute,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,7 +153,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     warmup, iters = (1, 2) if args.quick else (2, 5)
+    load = list(os.getloadavg())
     rows = [time_case(c, device, warmup, iters) for c in cases(args.quick, device)]
+    grid_tiny = dataclasses.replace(tiny_config().model, obs_dim=GRID_OBS)
+    ant_tiny = dataclasses.replace(tiny_ant_config().model, obs_dim=ANT_OBS)
+    latency = [
+        time_step_latency(
+            "grid tiny preset (Transformer)", grid_tiny, 256, 20 if args.quick else 100, device
+        ),
+        time_step_latency("ant tiny preset (Hawk)", ant_tiny, 256, 20 if args.quick else 100, device),
+    ]
     label = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -120,7 +175,9 @@ def main() -> None:
         "python": platform.python_version(),
         "quick": args.quick,
         "note": "tokens = expert steps; full optimiser steps on random data with the datasets' shapes",
+        "load_average_at_start": load,
         "results": rows,
+        "step_latency": latency,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"internal-rl-pretrain-{device.type}"
@@ -135,6 +192,17 @@ def main() -> None:
         lines.append(
             f"| {r['case']} | {r['params']:,} | {r['batch_episodes']} x {r['steps_per_episode']} "
             f"| {r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"Cached one-token inference (`Backbone.step`, no grad), batch 256; load average at start {load}:",
+        "",
+        "| model | tokens | ms / step (cached) | ms / forward on the prefix (mean over positions) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in latency:
+        lines.append(
+            f"| {r['case']} | {r['tokens']} | {r['step_ms']:.2f} | {r['recompute_forward_ms']:.2f} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
