@@ -283,9 +283,19 @@ class SpatialMemory:
     # ------------------------------------------------------------------ rendering and retrieval
 
     def render(
-        self, w2c: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int
+        self,
+        w2c: torch.Tensor,
+        intrinsics: torch.Tensor,
+        height: int,
+        width: int,
+        *,
+        device: torch.device | str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, 3, H, W)`` colours in [0, 1] and ``(N, 1, H, W)`` bool holes (pixels no point covers)."""
+        """``(N, 3, H, W)`` colours in [0, 1] and ``(N, 1, H, W)`` bool holes (pixels no point covers).
+
+        ``device="cuda"`` renders there (latentforge's fused Triton projection); results come back
+        on the memory's device (CPU).
+        """
         w2c = torch.as_tensor(w2c)
         if w2c.ndim == 2:
             w2c = w2c[None]
@@ -293,8 +303,11 @@ class SpatialMemory:
         k = _as_batch(intrinsics, n, "intrinsics", 3).float()
         if len(self) == 0:
             return torch.zeros(n, 3, height, width), torch.ones(n, 1, height, width, dtype=torch.bool)
-        images, _, valid = project_points(self.points, self.colors, k, w2c.float(), height, width)
-        return images, ~valid[:, None]
+        dev = self.points.device if device is None else torch.device(device)
+        images, _, valid = project_points(
+            self.points.to(dev), self.colors.to(dev), k.to(dev), w2c.float().to(dev), height, width
+        )
+        return images.to(self.points.device), ~valid[:, None].to(self.points.device)
 
     def depth(self, w2c: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """``(N, H, W)`` rendered depth of the memory, 0 where no point lands."""
