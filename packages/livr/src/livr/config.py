@@ -49,9 +49,10 @@ class TrainConfig:
     """Two-stage LIVR training (or the Direct SFT baseline) on one dataset."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Literal["livr", "direct_sft"] = "livr"
+    method: Literal["livr", "direct_sft", "latents_no_mask"] = "livr"
     """``livr``: stage 1 (bottleneck) then stage 2 (causal) with latents; ``direct_sft``: same LoRA, no
-    latents, no mask, ``stage1_epochs + stage2_epochs`` epochs."""
+    latents, no mask, ``stage1_epochs + stage2_epochs`` epochs. ``latents_no_mask`` is the paper's
+    ablation "latents without the bottleneck mask" (latents, causal mask in both stages)."""
     data: str = "synthetic"
     """dataset folder holding ``train.jsonl`` / ``val.jsonl`` (see livr.data), or ``synthetic``."""
     synthetic_train: int = 32

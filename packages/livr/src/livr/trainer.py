@@ -43,6 +43,8 @@ def stages_for(cfg: TrainConfig) -> list[Stage]:
     """LIVR: bottleneck then causal; Direct SFT: one causal stage with the same total epochs."""
     if cfg.method == "direct_sft":
         return [Stage(2, cfg.stage1_epochs + cfg.stage2_epochs)]
+    if cfg.method == "latents_no_mask":
+        return [s for s in (Stage(2, cfg.stage1_epochs), Stage(2, cfg.stage2_epochs)) if s.epochs > 0]
     return [s for s in (Stage(1, cfg.stage1_epochs), Stage(2, cfg.stage2_epochs)) if s.epochs > 0]
 
 

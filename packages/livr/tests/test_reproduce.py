@@ -1,0 +1,186 @@
+"""Pretraining the small base, the latents-without-mask ablation, multi-checkpoint `livr eval`, and
+`livr reproduce` end to end on a micro config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from latentforge.runs import read_metrics
+from livr.cli import main as livr_main
+from livr.config import TrainConfig, tiny_preset
+from livr.data import write_examples
+from livr.pretraining import PretrainConfig, caption_pairs, pretrain_base, pretrain_record
+from livr.reproduce import resolve_backbone
+from livr.tasks import get_task
+from livr.trainer import stages_for, train
+
+MICRO_BASE = PretrainConfig(
+    hidden_size=32, num_layers=1, vision_hidden_size=32, image_tokens=4, image_size=56, steps=2, batch_size=2
+)
+
+
+def test_caption_pairs_are_deterministic_and_answer_their_question():
+    a, b = caption_pairs(40, seed=7, image_size=56), caption_pairs(40, seed=7, image_size=56)
+    assert [(e.question, e.answer) for e in a] == [(e.question, e.answer) for e in b]
+    assert {e.meta["kind"] for e in a} == {"describe", "colour", "shape", "where", "choice"}
+    assert any(len(e.images) == 2 for e in a)
+    for e in a:
+        if e.meta["kind"] == "choice":
+            assert e.answer in "ABCD" and f"({e.answer}) " in e.question
+        if e.meta["kind"] == "colour":
+            assert e.answer in {"red", "green", "blue", "yellow", "white", "purple"}
+
+
+def test_pretrained_base_is_cached_by_its_settings(tmp_path):
+    folder = pretrain_base(tmp_path / "base", MICRO_BASE, progress=False)
+    record = pretrain_record(folder)
+    assert record["config"]["steps"] == 2 and 0.0 <= record["held_out_exact_match"] <= 1.0
+    weights = folder / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    pretrain_base(folder, MICRO_BASE, progress=False)  # same settings: reused, not retrained
+    assert weights.stat().st_mtime_ns == stamp
+    pretrain_base(folder, dataclasses.replace(MICRO_BASE, steps=3), progress=False)
+    assert pretrain_record(folder)["config"]["steps"] == 3
+
+
+def test_latents_without_mask_ablation_trains_two_causal_stages(tiny_backbones, tmp_path):
+    assert [(s.mask, s.epochs) for s in stages_for(TrainConfig(method="latents_no_mask"))] == [(2, 4), (2, 6)]
+    cfg = tiny_preset()
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, model_id=tiny_backbones["qwen2_5_vl"]),
+        method="latents_no_mask",
+        synthetic_train=4,
+        synthetic_val=1,
+        runs_root=str(tmp_path),
+    )
+    run = train(cfg)
+    assert [r["charts/stage"] for r in read_metrics(run) if "charts/stage" in r] == [2, 2, 2, 2]
+    meta = json.loads((run / "final" / "livr_config.json").read_text())
+    assert len(meta["latent_ids"]) == cfg.model.num_latents  # the latents are kept
+
+
+def train_two(tiny_backbones, tmp_path, data: str, n: int) -> dict:
+    runs = {}
+    for method in ("direct_sft", "livr"):
+        args = ["train", "--model.model-id", tiny_backbones["qwen2_5_vl"], "--model.num-latents", "2"]
+        args += ["--method", method, "--data", data, "--stage1-epochs", "1", "--stage2-epochs", "1"]
+        args += ["--synthetic-train", str(n), "--synthetic-val", "1", "--grad-accum", "2"]
+        args += ["--runs-root", str(tmp_path / "runs"), "--exp-name", method.replace("_", "-")]
+        livr_main(args)
+        runs[method] = next((tmp_path / "runs" / "livr").glob(f"livr__{method.replace('_', '-')}__*"))
+    return runs
+
+
+def eval_side_by_side(runs, tasks, out, capsys, n: int) -> None:
+    capsys.readouterr()
+    args = ["eval", "--checkpoint", str(runs["direct_sft"] / "best"), str(runs["livr"] / "best")]
+    args += [
+        "--label",
+        "direct_sft",
+        "livr",
+        "--tasks",
+        *tasks,
+        "--num-per-task",
+        str(n),
+        "--image-size",
+        "56",
+    ]
+    livr_main([*args, "--max-new-tokens", "2", "--out", str(out)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [r["label"] for r in rows] == ["direct_sft", "livr"]
+    assert all(r["examples"] == n * len(tasks) and set(r["scores"]) == set(tasks) for r in rows)
+    results = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in results["runs"]] == ["direct_sft", "livr"]
+    assert results["livr_minus_direct_sft"] is not None
+    table = (out / "results.md").read_text()
+    assert "| Direct SFT | 1 |" in table and "| LIVR | 1 |" in table and "LIVR − Direct SFT" in table
+
+
+def test_eval_two_checkpoints_side_by_side_on_two_tasks(tiny_backbones, tmp_path, capsys):
+    runs = train_two(tiny_backbones, tmp_path, "synthetic", 2)
+    eval_side_by_side(runs, ("counting", "object_localization"), tmp_path / "eval", capsys, 2)
+
+
+@pytest.mark.slow
+def test_train_on_task_data_then_eval_two_checkpoints_side_by_side(tiny_backbones, tmp_path, capsys):
+    tasks = ("counting", "object_localization")
+    data = tmp_path / "data"
+    for split, seed in (("train", 0), ("val", 1)):
+        write_examples(
+            [ex for t in tasks for ex in get_task(t).generate(2, seed=seed, image_size=56)], data, split
+        )
+    runs = train_two(tiny_backbones, tmp_path, str(data), 2)
+    eval_side_by_side(runs, tasks, tmp_path / "eval", capsys, 3)
+
+
+def test_backbone_aliases():
+    assert resolve_backbone("qwen2.5-vl-3b") == "qwen2_5_vl"
+    assert resolve_backbone("Qwen3-VL-4B") == "qwen3_vl"
+    assert resolve_backbone("llava-ov-1.5-4b") == "llava_onevision1_5"
+    assert resolve_backbone("qwen2_5_vl") == "qwen2_5_vl"
+
+
+def test_reproduce_micro_config_writes_results_report_and_figure(tmp_path, capsys):
+    config = {
+        "pretrain": dataclasses.asdict(MICRO_BASE),
+        "tasks": ["counting", "object_localization"],
+        "train_per_task": 2,
+        "val_per_task": 1,
+        "test_per_task": 2,
+        "image_size": 56,
+        "seeds": [1, 2],
+        "train": {
+            "model": {"num_latents": 2},
+            "stage1_epochs": 1,
+            "stage2_epochs": 1,
+            "batch_size": 2,
+            "grad_accum": 1,
+        },
+        "max_new_tokens": 2,
+        "attention_examples": 2,
+    }
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(config))
+    livr_main(["reproduce", "--config", str(path), "--run-dir", str(tmp_path / "run")])
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [
+        ("zero_shot", 0),
+        ("direct_sft", 1),
+        ("direct_sft", 2),
+        ("livr", 1),
+        ("livr", 2),
+    ]
+    assert results["summary"]["livr"]["average"]["n_seeds"] == 2
+    assert set(results["diagnostics"]["stage1_accuracy"]) == {"counting", "object_localization"}
+    stage1 = results["diagnostics"]["latent_attention"]["stage1"]
+    assert all(row["answer_on_image"] == pytest.approx(0.0, abs=1e-7) for row in stage1.values())
+    assert results["pretraining"]["config"]["steps"] == 2 and (run / "base" / "model.safetensors").is_file()
+    report = (run / "report.md").read_text()
+    assert "generic pretraining" in report and "| LIVR − Direct SFT (paired by seed) | 2 |" in report
+    assert (run / "latent_attention.png").read_bytes()[:4] == b"\x89PNG"
+    # with --pretrained the cached base is reused (its weights are not rewritten)
+    stamp = (run / "base" / "model.safetensors").stat().st_mtime_ns
+    config.update(seeds=[1], zero_shot=False, diagnostics=False)
+    path.write_text(json.dumps(config))
+    livr_main(
+        [
+            "reproduce",
+            "--config",
+            str(path),
+            "--run-dir",
+            str(tmp_path / "run2"),
+            "--pretrained",
+            str(run / "base"),
+        ]
+    )
+    assert (run / "base" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [r["method"] for r in json.loads((tmp_path / "run2" / "results.json").read_text())["runs"]] == [
+        "direct_sft",
+        "livr",
+    ]
