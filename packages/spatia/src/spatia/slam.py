@@ -54,6 +54,7 @@ class SlamConfig:
     min_registered_new: int = 2  # fewer registered new frames counts as a failed update
     max_num_features: int = 4096
     min_num_matches: int = 15
+    min_pair_inliers: int = 15  # verified matches for an image pair to count (COLMAP's default 15)
     max_ratio: float = 0.8  # SIFT ratio test (COLMAP's default 0.8)
     sift_peak_threshold: float = (
         0.0066667  # COLMAP default; lower finds more features (did not help the flat-striped rooms)
@@ -233,7 +234,11 @@ def extract_and_match(
     matching.num_threads = config.num_threads
     matching.use_gpu = False
     matching.sift.max_ratio = config.max_ratio
-    pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.min_num_inliers = config.min_pair_inliers
+    pycolmap.match_exhaustive(
+        database, matching_options=matching, verification_options=verification, device=pycolmap.Device.cpu
+    )
     db = pycolmap.Database.open(str(database))
     try:
         ids = {im.name: im.image_id for im in db.read_all_images()}
