@@ -205,7 +205,8 @@ def cached_base(folder: str | os.PathLike, cfg: PretrainConfig) -> bool:
         recorded = json.loads(meta.read_text())["config"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{meta} is not a livr pretraining record: {exc}") from exc
-    return recorded == dataclasses.asdict(cfg)
+    # settings added after a base was written count as their defaults
+    return {**dataclasses.asdict(PretrainConfig()), **recorded} == dataclasses.asdict(cfg)
 
 
 @torch.no_grad()
