@@ -62,6 +62,7 @@ def test_probe_run_on_real_grid_data(tmp_path):
         checkpoint_every=30,
         device="cpu",
         run_root=tmp_path,
+        rollout_episodes=0,
     )
     episodes = generate_trajectories(GRID_ID, num_episodes=200, seed=1, num_envs=200)
     run = pretrain(cfg, data=episodes[:100]).run_dir
