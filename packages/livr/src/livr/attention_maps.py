@@ -122,9 +122,12 @@ def plot_latent_attention(
             axes[r][2 * i].imshow(image)
             axes[r][2 * i].set_title(f"{ex.meta.get('task', '')} img {i + 1}\nanswer {ex.answer}", fontsize=7)
             axes[r][2 * i + 1].imshow(image)
+            # relative to uniform on a fixed scale, so a flat map looks flat (1 = uniform)
             axes[r][2 * i + 1].imshow(
-                grid,
+                grid * grid.size,
                 cmap="inferno",
+                vmin=0.0,
+                vmax=2.0,
                 alpha=0.6,
                 extent=(0, image.width, image.height, 0),
                 interpolation="nearest",
@@ -133,7 +136,9 @@ def plot_latent_attention(
                 f"latents→image {res.image_mass:.2f}\nentropy {res.entropy:.2f}", fontsize=7
             )
     fig.suptitle(
-        title or f"latents' attention over the image\n(stage {stage}, mean of heads and layers)", fontsize=9
+        title
+        or f"latents' attention over the image / uniform (scale 0-2)\n(stage {stage}, mean of heads and layers)",
+        fontsize=9,
     )
     fig.tight_layout()
     path = Path(path)
