@@ -184,3 +184,23 @@ def test_reproduce_micro_config_writes_results_report_and_figure(tmp_path, capsy
         "direct_sft",
         "livr",
     ]
+
+
+def test_paper_preset_is_the_papers_single_task_recipe_on_all_nine_tasks():
+    from livr.reproduce import paper_reproduce
+    from livr.tasks import TASKS
+
+    cfg = paper_reproduce()
+    assert set(cfg.tasks) == set(TASKS) and cfg.mode == "single" and cfg.test_per_task is None
+    assert cfg.train_per_task == 1000 and cfg.model_id is None and not cfg.pretrain_small_base
+    assert (cfg.train.stage1_epochs, cfg.train.stage2_epochs, cfg.train.lr) == (4, 6, 1e-4)
+    assert cfg.train.model.num_latents == 16 and cfg.train.grad_accum == 8
+    assert "latents_no_mask" in cfg.methods and cfg.latent_sweep == (4, 8, 32)
+
+
+def test_reproduce_help(capsys):
+    with pytest.raises(SystemExit):
+        livr_main(["reproduce", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--config", "--backbone", "--pretrained", "--tasks", "--seeds", "--data-root"):
+        assert option in text
