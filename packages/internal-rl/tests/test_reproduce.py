@@ -40,9 +40,6 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     pcfg = dataclasses.replace(
         pretrain.tiny_config(), data=DataConfig(num_episodes=64, eval_fraction=0.1), steps=3, batch_size=8,
         run_root=tmp_path, rollout_episodes=0,
-    ) if hasattr(pretrain.PretrainConfig, "rollout_episodes") else dataclasses.replace(
-        pretrain.tiny_config(), data=DataConfig(num_episodes=64, eval_fraction=0.1), steps=3, batch_size=8,
-        run_root=tmp_path,
     )  # fmt: skip
     base_run = pretrain.pretrain(pcfg).run_dir
     cfg = ReproduceConfig(
