@@ -265,3 +265,16 @@ def test_flex_matches_reference_on_gpu_with_grads(dtype):
     (out * w).sum().backward()
     for a, b in ((q, q2), (k, k2), (v, v2)):
         torch.testing.assert_close(b.grad, a.grad, atol=tol * 10, rtol=tol * 10)
+
+
+def test_no_latents_ablation_is_an_explicit_opt_in():
+    # The paper's "bottleneck mask without latents": stage 1 with no latent cuts everything after the image
+    # off from it. Refused by default (a missing latent is usually a bug), allowed when asked for.
+    roles = torch.tensor([[0, 1, 1, 0, 3, 3]])
+    with pytest.raises(ValueError, match="no latent token after"):
+        bottleneck_mask(roles, 1)
+    mask = bottleneck_mask(roles, 1, require_latents=False)[0, 0]
+    image = roles[0] == 1
+    assert not mask[~image][:, image].any()  # nothing outside the image sees it
+    assert mask[image][:, image].tril().sum() == 3  # the image sees itself causally
+    assert mask[4, 3] and mask[4, 0]  # the answer still sees the prompt

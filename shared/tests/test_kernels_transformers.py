@@ -279,3 +279,21 @@ def test_mask_mod_is_a_transformers_mask_function():
         use_vmap=True,
     )
     assert torch.equal(tail, dense[:, :, 12:])
+
+
+def test_no_latents_ablation_reaches_the_model_only_when_asked():
+    roles = torch.tensor([[P, IMG, IMG, P, A, A]])
+    ids = IDS[:1, : roles.shape[1]]
+    model = tiny_qwen2(layers=2)
+    with pytest.raises(ValueError, match="no latent token after"):
+        model(ids, roles=roles, stage=1)
+    emb = model.get_input_embeddings()(ids)
+    emb2 = emb.clone()
+    emb2[0, 1:3] += 1.0
+    a = model(inputs_embeds=emb, roles=roles, stage=1, require_latents=False).logits[0]
+    b = model(inputs_embeds=emb2, roles=roles, stage=1, require_latents=False).logits[0]
+    assert torch.equal(a[3:], b[3:])  # blind after the image
+    assert not torch.equal(a[1:3], b[1:3])
+    with bottleneck_roles(roles, 1, require_latents=False):
+        c = model(inputs_embeds=emb2).logits[0]
+    assert torch.equal(b, c)

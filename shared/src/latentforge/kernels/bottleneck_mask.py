@@ -47,7 +47,7 @@ def _query_offset(roles: torch.Tensor, query_length: int | None) -> int:
 
 
 def bottleneck_mask(
-    roles: torch.Tensor, stage: int | str, *, query_length: int | None = None
+    roles: torch.Tensor, stage: int | str, *, query_length: int | None = None, require_latents: bool = True
 ) -> torch.Tensor:
     """Dense boolean mask ``(B, 1, Sq, S)``, True where a query may attend a key.
 
@@ -55,11 +55,13 @@ def bottleneck_mask(
         roles: ``(B, S)`` integer tensor of :class:`Role` values, one per key position.
         stage: 1 / "bottleneck" or 2 / "causal".
         query_length: number of queries (the last positions); defaults to ``S``.
+        require_latents: refuse stage-1 sequences whose image has no latent after it (see
+            :func:`~latentforge.kernels.roles.validate_roles`); False only for the no-latents ablation.
 
     The result can be passed as a 4-D ``attention_mask`` to transformers models (used there unchanged).
     """
     st = parse_stage(stage)
-    validate_roles(roles, st)
+    validate_roles(roles, st, require_latents=require_latents)
     return dense_mask_unchecked(roles, st, _query_offset(roles, query_length))
 
 

@@ -28,12 +28,15 @@ def parse_stage(stage: int | str) -> int:
     return STAGES[stage]
 
 
-def validate_roles(roles: torch.Tensor, stage: int, seq_len: int | None = None) -> None:
+def validate_roles(
+    roles: torch.Tensor, stage: int, seq_len: int | None = None, *, require_latents: bool = True
+) -> None:
     """Raise a ``ValueError`` naming the problem if ``roles`` cannot describe a batch of sequences.
 
     Checks: 2-D integer tensor, optional length, only known role values and, for stage 1, that every
     sequence holding image tokens has a latent token after its last image token (otherwise the answer
-    would be cut off from the image entirely, which is never what a caller wants).
+    would be cut off from the image entirely). ``require_latents=False`` lifts that last check for the one
+    caller that wants it: the paper's "bottleneck mask without latents" ablation, where stage 1 is blind.
     """
     if not isinstance(roles, torch.Tensor):
         raise TypeError(f"roles must be a torch.Tensor, got {type(roles).__name__}")
@@ -49,7 +52,7 @@ def validate_roles(roles: torch.Tensor, stage: int, seq_len: int | None = None) 
     if lo < min(Role) or hi > max(Role):
         bad = lo if lo < min(Role) else hi
         raise ValueError(f"unknown role value {bad}: valid roles are {[f'{r.name}={int(r)}' for r in Role]}")
-    if stage == 1:
+    if stage == 1 and require_latents:
         pos = torch.arange(roles.shape[1], device=roles.device).expand_as(roles)
         last_image = torch.where(roles == Role.IMAGE, pos, -1).amax(dim=1)
         last_latent = torch.where(roles == Role.LATENT, pos, -1).amax(dim=1)

@@ -57,21 +57,23 @@ from latentforge.kernels.bottleneck_mask import dense_mask_unchecked
 from latentforge.kernels.roles import Role, parse_stage, validate_roles
 
 DEFAULT_NAME = "latentforge_bottleneck"
-_ACTIVE: ContextVar[tuple[torch.Tensor, int] | None] = ContextVar(
+_ACTIVE: ContextVar[tuple[torch.Tensor, int, bool] | None] = ContextVar(
     "latentforge_bottleneck_roles", default=None
 )
 
 
 @contextlib.contextmanager
-def bottleneck_roles(roles: torch.Tensor, stage: int | str) -> Iterator[None]:
-    """Make ``roles``/``stage`` the default for the registered attention inside the block.
+def bottleneck_roles(
+    roles: torch.Tensor, stage: int | str, *, require_latents: bool = True
+) -> Iterator[None]:
+    """Make ``roles``/``stage`` (and ``require_latents``) the default for the registered attention inside the block.
 
     For ``generate``, which refuses unknown keyword arguments; ``roles=``/``stage=`` passed to a model call
     take precedence. Context-local (``contextvars``), so concurrent threads do not see each other's roles.
     """
     st = parse_stage(stage)
-    validate_roles(roles, st)
-    token = _ACTIVE.set((roles, st))
+    validate_roles(roles, st, require_latents=require_latents)
+    token = _ACTIVE.set((roles, st, require_latents))
     try:
         yield
     finally:
@@ -107,8 +109,9 @@ def bottleneck_attention_forward(
 
     roles = kwargs.pop("roles", None)
     stage = kwargs.pop("stage", None)
+    require_latents = kwargs.pop("require_latents", True)
     if roles is None and (active := _ACTIVE.get()) is not None:
-        roles, stage = active
+        roles, stage, require_latents = active
     if roles is None or not getattr(module, "is_causal", True):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -122,7 +125,7 @@ def bottleneck_attention_forward(
     st = parse_stage(stage)
     # Validation reads values back to the host; once per forward (layer 0) is enough, the roles are shared.
     if getattr(module, "layer_idx", 0) == 0:
-        validate_roles(full_roles, st)
+        validate_roles(full_roles, st, require_latents=require_latents)
     mask = dense_mask_unchecked(full_roles, st, kv_len - q_len)
     if attention_mask is not None:
         allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
