@@ -193,3 +193,8 @@ def test_stage1_refuses_a_prompt_without_latents(tiny_backbones):
     with pytest.raises(ValueError, match="no latent token"):
         livr(batch, 1)
     assert torch.isfinite(livr(batch, 2).loss)
+    # The mask-without-latents ablation opts in: stage 1 then runs, and the answer is blind to the image.
+    blind = LivrModel.from_backbone(
+        ModelConfig(model_id=tiny_backbones["qwen2_5_vl"], num_latents=0, stage1_without_latents=True)
+    )
+    assert torch.isfinite(blind(batch, 1).loss)

@@ -63,6 +63,24 @@ def test_latents_without_mask_ablation_trains_two_causal_stages(tiny_backbones, 
     assert len(meta["latent_ids"]) == cfg.model.num_latents  # the latents are kept
 
 
+def test_mask_without_latents_ablation_trains_blind_stage1_then_causal(tiny_backbones, tmp_path):
+    assert [(s.mask, s.epochs) for s in stages_for(TrainConfig(method="mask_no_latents"))] == [(1, 4), (2, 6)]
+    cfg = tiny_preset()
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, model_id=tiny_backbones["qwen2_5_vl"]),
+        method="mask_no_latents",
+        synthetic_train=4,
+        synthetic_val=1,
+        runs_root=str(tmp_path),
+    )
+    run = train(cfg)
+    stages = [r["charts/stage"] for r in read_metrics(run) if "charts/stage" in r]
+    assert 1 in stages and stages[-1] == 2 and stages == sorted(stages)
+    meta = json.loads((run / "final" / "livr_config.json").read_text())
+    assert meta["latent_ids"] == []  # K = 0: stage 1 had no path from the image to the answer
+
+
 def train_two(tiny_backbones, tmp_path, data: str, n: int) -> dict:
     runs = {}
     for method in ("direct_sft", "livr"):

@@ -194,7 +194,7 @@ def reproduce(
         pretrained: reuse the small base pretrained by an earlier run (``<run>/base``).
         tasks: task names.
         seeds: training seeds.
-        methods: ``direct_sft``, ``livr``, ``latents_no_mask``.
+        methods: ``direct_sft``, ``livr``, ``latents_no_mask``, ``mask_no_latents``.
         latent_sweep: extra LIVR runs with these numbers of latents K.
         train_per_task: training examples per task.
         test_per_task: test examples per task.

@@ -33,6 +33,10 @@ class ModelConfig:
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     """attention backend of the vision tower, and of the language model with ``mask_route=dense``;
     flash_attention_2 cannot take the bottleneck mask and is refused."""
+    stage1_without_latents: bool = False
+    """allow stage 1 with no latent after the image (the answer is then blind to it): only the paper's
+    "bottleneck mask without latents" ablation (``--method mask_no_latents``) sets it; otherwise a stage-1
+    batch without latents is refused as the bug it usually is."""
     latent_init_seed: int = 0
     """seed of the latent rows' random initialisation."""
     min_pixels: int | None = None
@@ -49,10 +53,11 @@ class TrainConfig:
     """Two-stage LIVR training (or the Direct SFT baseline) on one dataset."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Literal["livr", "direct_sft", "latents_no_mask"] = "livr"
+    method: Literal["livr", "direct_sft", "latents_no_mask", "mask_no_latents"] = "livr"
     """``livr``: stage 1 (bottleneck) then stage 2 (causal) with latents; ``direct_sft``: same LoRA, no
     latents, no mask, ``stage1_epochs + stage2_epochs`` epochs. ``latents_no_mask`` is the paper's
-    ablation "latents without the bottleneck mask" (latents, causal mask in both stages)."""
+    ablation "latents without the bottleneck mask" (latents, causal mask in both stages);
+    ``mask_no_latents`` its "bottleneck mask without latents" (K = 0: stage 1 blind to the image, then causal)."""
     data: str = "synthetic"
     """dataset folder holding ``train.jsonl`` / ``val.jsonl`` (see livr.data), or ``synthetic``."""
     synthetic_train: int = 32

@@ -179,12 +179,21 @@ class LivrModel(nn.Module):
         query_length: int | None = None,
     ) -> dict[str, Any]:
         """The model-call arguments that carry the stage's bottleneck for the configured route."""
+        require = self._require_latents
         if self.config.mask_route == "registry":
-            return {"attention_mask": attention_mask, "roles": roles, "stage": parse_stage(stage)}
+            return {
+                "attention_mask": attention_mask,
+                "roles": roles,
+                "stage": parse_stage(stage),
+                "require_latents": require,
+            }
         dtype = self.base.get_input_embeddings().weight.dtype
-        return {
-            "attention_mask": additive_mask(bottleneck_mask(roles, stage, query_length=query_length), dtype)
-        }
+        mask = bottleneck_mask(roles, stage, query_length=query_length, require_latents=require)
+        return {"attention_mask": additive_mask(mask, dtype)}
+
+    @property
+    def _require_latents(self) -> bool:
+        return not self.config.stage1_without_latents
 
     def forward(self, batch: Batch, stage: int | str = 1, **kwargs: Any) -> Any:
         """Run the model with the stage's mask; the output gets ``loss`` (answer NLL) when labels exist."""
@@ -271,7 +280,7 @@ class LivrModel(nn.Module):
         }
         if self.latent_ids:
             kwargs["suppress_tokens"] = list(self.latent_ids) + list(kwargs.get("suppress_tokens") or [])
-        with bottleneck_roles(batch.roles, stage):
+        with bottleneck_roles(batch.roles, stage, require_latents=self._require_latents):
             out = self.peft_model.generate(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,

@@ -20,6 +20,7 @@ METHOD_LABELS = {
     "direct_sft": "Direct SFT",
     "livr": "LIVR",
     "latents_no_mask": "Ablation: latents, no bottleneck mask",
+    "mask_no_latents": "Ablation: bottleneck mask, no latents",
 }
 
 

@@ -86,7 +86,7 @@ class ReproduceConfig:
     mode: Literal["multi", "single"] = "multi"
     """``multi``: one model on all tasks mixed; ``single``: one model per task."""
     methods: tuple[str, ...] = ("direct_sft", "livr")
-    """trained methods (``direct_sft``, ``livr``, ``latents_no_mask``)."""
+    """trained methods (``direct_sft``, ``livr``, ``latents_no_mask``, ``mask_no_latents``)."""
     latent_sweep: tuple[int, ...] = ()
     """extra LIVR runs with these K (the paper's ablation tries 4, 8, 16, 32)."""
     seeds: tuple[int, ...] = (1, 2, 3)
@@ -131,7 +131,7 @@ def paper_reproduce() -> ReproduceConfig:
         test_per_task=None,
         image_size=448,
         mode="single",
-        methods=("direct_sft", "livr", "latents_no_mask"),
+        methods=("direct_sft", "livr", "latents_no_mask", "mask_no_latents"),
         latent_sweep=(4, 8, 32),
         seeds=(1,),
         train=TrainConfig(),

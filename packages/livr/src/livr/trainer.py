@@ -45,6 +45,7 @@ def stages_for(cfg: TrainConfig) -> list[Stage]:
         return [Stage(2, cfg.stage1_epochs + cfg.stage2_epochs)]
     if cfg.method == "latents_no_mask":
         return [s for s in (Stage(2, cfg.stage1_epochs), Stage(2, cfg.stage2_epochs)) if s.epochs > 0]
+    # "mask_no_latents" keeps LIVR's two stages with K = 0 (set in train()): stage 1 is then blind to the image.
     return [s for s in (Stage(1, cfg.stage1_epochs), Stage(2, cfg.stage2_epochs)) if s.epochs > 0]
 
 
@@ -103,6 +104,8 @@ def train(cfg: TrainConfig) -> Path:
     model_cfg = cfg.model
     if cfg.method == "direct_sft":
         model_cfg = dataclasses.replace(model_cfg, num_latents=0)
+    elif cfg.method == "mask_no_latents":
+        model_cfg = dataclasses.replace(model_cfg, num_latents=0, stage1_without_latents=True)
     elif model_cfg.num_latents <= 0:
         raise ValueError("method 'livr' needs num_latents > 0 (stage 1 routes the image through them)")
     train_set, val_set = load_data(cfg)
