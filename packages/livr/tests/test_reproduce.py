@@ -75,8 +75,8 @@ def test_mask_without_latents_ablation_trains_blind_stage1_then_causal(tiny_back
         runs_root=str(tmp_path),
     )
     run = train(cfg)
-    stages = [r["charts/stage"] for r in read_metrics(run) if "charts/stage" in r]
-    assert 1 in stages and stages[-1] == 2 and stages == sorted(stages)
+    # tiny preset: one epoch per stage, 4 examples / accumulation 2 = 2 optimiser steps each
+    assert [r["charts/stage"] for r in read_metrics(run) if "charts/stage" in r] == [1, 1, 2, 2]
     meta = json.loads((run / "final" / "livr_config.json").read_text())
     assert meta["latent_ids"] == []  # K = 0: stage 1 had no path from the image to the answer
 
