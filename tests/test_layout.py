@@ -100,7 +100,8 @@ def test_makefile_has_the_required_targets():
 
 def test_readme_commands_name_existing_targets_and_paths():
     readme = (ROOT / "README.md").read_text()
-    named = set(re.findall(r"\bmake ([a-z][a-z0-9-]*)", readme))
+    # `make train-<paper>` is a pattern, not a target: names followed by a <placeholder> are skipped.
+    named = set(re.findall(r"\bmake ([a-z][a-z0-9-]*)(?![a-z0-9<-])", readme))
     assert {"test", "setup"} <= named, "README must show `make setup`/`make test`"
     assert named <= makefile_targets(), f"README names unknown targets {sorted(named - makefile_targets())}"
     for folder in re.findall(r"pip install ((?:\./[\w/.-]+ ?)+)", readme):
