@@ -130,7 +130,7 @@ class BackboneAdapter(abc.ABC):
 
 
 class QwenVLFamilyAdapter(BackboneAdapter):
-    """What Qwen2.5-VL and Qwen3-VL share: the special tokens and the PIL image processor.
+    """What the Qwen-VL family (and LLaVA-OV-1.5, built on it) shares: special tokens, image processor, tiny LM.
 
     The two differ only in model class, configs and the vision patch size.
     """
@@ -146,6 +146,24 @@ class QwenVLFamilyAdapter(BackboneAdapter):
             "vision_start_token_id": vocab["<|vision_start|>"],
             "vision_end_token_id": vocab["<|vision_end|>"],
         }
+
+    @staticmethod
+    def tiny_text_config(vocab: dict[str, int], vocab_size: int, **rope_parameters: Any) -> dict[str, Any]:
+        """The tiny language model every Qwen-family test backbone shares (2 layers, width 32, GQA 4/2)."""
+        return dict(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=1024,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, **rope_parameters},
+            bos_token_id=None,
+            eos_token_id=vocab["<|im_end|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        )
 
     def image_processor(self, **overrides: Any) -> Any:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil

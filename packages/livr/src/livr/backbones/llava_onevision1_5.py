@@ -86,20 +86,7 @@ class LlavaOneVision15Adapter(QwenVLFamilyAdapter):
 
     def tiny_config(self, vocab: dict[str, int], vocab_size: int) -> PretrainedConfig:
         return LlavaOneVision15Config(
-            text_config=dict(
-                vocab_size=vocab_size,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                head_dim=8,
-                max_position_embeddings=1024,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                bos_token_id=None,
-                eos_token_id=vocab["<|im_end|>"],
-                pad_token_id=vocab["<|endoftext|>"],
-            ),
+            text_config=self.tiny_text_config(vocab, vocab_size),
             vision_config=dict(
                 depth=2,
                 embed_dim=32,

@@ -54,19 +54,7 @@ class Qwen25VLAdapter(QwenVLFamilyAdapter):
 
     def tiny_config(self, vocab: dict[str, int], vocab_size: int) -> PretrainedConfig:
         return Qwen2_5_VLConfig(
-            text_config=dict(
-                vocab_size=vocab_size,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=1024,
-                rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0},
-                bos_token_id=None,
-                eos_token_id=vocab["<|im_end|>"],
-                pad_token_id=vocab["<|endoftext|>"],
-            ),
+            text_config=self.tiny_text_config(vocab, vocab_size, mrope_section=[2, 1, 1]),
             vision_config=dict(
                 depth=2,
                 hidden_size=32,
