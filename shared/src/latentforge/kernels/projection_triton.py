@@ -39,8 +39,8 @@ def _project_kernel_src(
     k = k_ptr + f * 9
     front = inside & (zc > 0)
     zs = tl.where(front, zc, 1.0)
-    u = (tl.load(k + 0) * xc + tl.load(k + 1) * yc + tl.load(k + 2) * zc) / zs
-    v = (tl.load(k + 3) * xc + tl.load(k + 4) * yc + tl.load(k + 5) * zc) / zs
+    u = tl.math.div_rn(tl.load(k + 0) * xc + tl.load(k + 1) * yc + tl.load(k + 2) * zc, zs)
+    v = tl.math.div_rn(tl.load(k + 3) * xc + tl.load(k + 4) * yc + tl.load(k + 5) * zc, zs)
     px = tl.floor(tl.minimum(tl.maximum(u + 0.5, -1048576.0), 1048576.0)).to(tl.int64)
     py = tl.floor(tl.minimum(tl.maximum(v + 0.5, -1048576.0), 1048576.0)).to(tl.int64)
     key = (zc.to(tl.int32, bitcast=True).to(tl.int64) << 32) | offs.to(tl.int64)
