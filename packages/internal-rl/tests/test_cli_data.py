@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -29,3 +31,9 @@ def test_generate_data_writes_a_run_with_metrics_and_shards(tmp_path, capsys):
     assert [r["step"] for r in rows] == [16, 32, 40] and all(r["data/success_rate"] == 1.0 for r in rows)
     assert json.loads((run_dir / "config.json").read_text())["num_episodes"] == 40
     assert "dataset:" in capsys.readouterr().out
+
+
+def test_grid_commands_import_without_mujoco():
+    # the grid pipeline must run where MuJoCo is not installed (the ant env imports it on use)
+    code = "import sys, internal_rl.cli, internal_rl.pretrain; assert 'mujoco' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from internal_rl.envs import ANT_ID, register_envs
-from internal_rl.envs.ant import DIRECTIONS, AntPinpadEnv
 from internal_rl.envs.grid_paths import UNREACHABLE, action_costs, blocked_cells, distance_to, neighbour_table
+
+if TYPE_CHECKING:  # the ant env imports MuJoCo: grid-only commands of the CLI must not need it
+    from internal_rl.envs.ant import AntPinpadEnv
 
 
 @dataclass
@@ -106,7 +108,10 @@ class DirectionHintWrapper(gym.Wrapper):
     """Appends :func:`direction_hint` to the observation and adds the velocity-alignment reward."""
 
     def __init__(self, env: gym.Env, velocity_reward_coef: float = 0.1):
+        from internal_rl.envs.ant import DIRECTIONS
+
         super().__init__(env)
+        self._directions = DIRECTIONS
         self.coef = velocity_reward_coef
         low = np.concatenate([env.observation_space.low, np.zeros(4, np.float32)])
         high = np.concatenate([env.observation_space.high, np.ones(4, np.float32)])
@@ -121,7 +126,7 @@ class DirectionHintWrapper(gym.Wrapper):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        intrinsic = self.coef * float(np.dot(info["velocity"], self._hint @ DIRECTIONS))
+        intrinsic = self.coef * float(np.dot(info["velocity"], self._hint @ self._directions))
         self._hint = direction_hint(self.env.unwrapped)
         info["plain_obs"] = obs
         info["intrinsic_reward"] = intrinsic
