@@ -134,6 +134,31 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, discrete):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_max_minutes_stops_early_with_a_checkpoint_and_an_evaluation(tmp_path):
+    data = random_trajectories()
+    # a zero budget is spent after the first step: that step is checkpointed and evaluated like a last one
+    result = pretrain(quick_config(tmp_path, steps=50, max_minutes=0.0), data=data)
+    assert result.metrics["steps"] == 1
+    assert "eval/action_accuracy" in result.metrics
+    _, info = load_backbone(result.run_dir)
+    assert info["step"] == 1
+    # the run resumes from there and finishes the remaining steps
+    resumed = pretrain(quick_config(tmp_path, steps=4, resume=result.run_dir), data=data)
+    assert resumed.metrics["steps"] == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_pretraining_holds_the_data_on_the_gpu_and_matches_the_cpu_loss(tmp_path):
+    data = random_trajectories()
+    moved = data.to("cuda")
+    assert moved.observations.is_cuda and moved.lengths.is_cuda and not data.observations.is_cuda
+    cpu = pretrain(quick_config(tmp_path / "cpu", steps=1, tf32=False), data=data)
+    gpu = pretrain(quick_config(tmp_path / "gpu", steps=1, device="cuda", tf32=False), data=data)
+    # same seed, same batches: one step apart only by float rounding between devices
+    assert gpu.metrics["eval/total"] == pytest.approx(cpu.metrics["eval/total"], rel=1e-4)
+
+
 def test_length_buckets_cut_padding_and_are_reproducible():
     lengths = torch.randint(5, 80, (1000,), generator=torch.Generator().manual_seed(0))
     bucketed = [batch_indices(lengths, s, 32, 8, seed=0) for s in range(64)]

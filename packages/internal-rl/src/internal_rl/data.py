@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,12 @@ class Trajectories:
             task_set=self.task_set,
             layouts={k: v[index] for k, v in self.layouts.items()},
         )
+
+    def to(self, device: str | torch.device) -> Trajectories:
+        """The same episodes with every tensor on ``device``."""
+        tensors = {key: getattr(self, key).to(device) for key in (*_PER_STEP, *_PER_EPISODE)}
+        layouts = {k: v.to(device) for k, v in self.layouts.items()}
+        return replace(self, **tensors, layouts=layouts)
 
     def float_observations(self) -> torch.Tensor:
         """``observations`` as float32 (a copy for uint8 grids: convert batches, not a whole dataset)."""
