@@ -4,7 +4,7 @@ Both step random actions and start a new episode whenever one ends (layouts are 
 checked for solvability at every reset, as in data generation). The gymnasium number is one
 env stepped in a Python loop (the raw env, and the ``gymnasium.make`` stack with its checker
 wrappers); the batched numbers are env-steps per second summed over all envs. The target is
-a ratio of at least 100x at 4096 envs. Writes ``<out>/internal-rl-<device>.json`` and ``.md``.
+a ratio of at least 100x at 4096 envs. Writes ``<out>/internal-rl-<device>.json`` and ``.md`` (``cpu`` or the GPU's name, e.g. ``nvidia-h200``).
 
     python tools/bench_internal_rl.py --out benchmarks/results [--quick] [--device cuda]
 """
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -107,7 +108,13 @@ def main() -> None:
     result["ratio_at_4096"] = at_4096["x_gym_raw"]
     result["target_met"] = at_4096["x_gym_raw"] >= 100
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"internal-rl-{device.type}"
+    # named for the card, as tools/bench.py does, so runs on different GPUs do not overwrite each other
+    slug = (
+        re.sub(r"[^a-z0-9]+", "-", result["device_name"].lower()).strip("-")
+        if device.type == "cuda"
+        else "cpu"
+    )
+    stem = args.out / f"internal-rl-{slug}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [
         f"# internal-rl benchmark: gridworld-pinpad steps/s ({device.type})",
