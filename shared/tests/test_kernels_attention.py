@@ -278,3 +278,18 @@ def test_no_latents_ablation_is_an_explicit_opt_in():
     assert not mask[~image][:, image].any()  # nothing outside the image sees it
     assert mask[image][:, image].tril().sum() == 3  # the image sees itself causally
     assert mask[4, 3] and mask[4, 0]  # the answer still sees the prompt
+
+
+def test_auto_backend_follows_the_gpu_measurements():
+    from latentforge.kernels.bottleneck_attention import FLEX_TRAINING_MIN_KEYS, resolve_backend
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    # inference on CUDA: flex at every length; training: the dense reference below the measured crossover
+    assert resolve_backend("auto", cuda, training=False, keys=1024) == "flex"
+    assert resolve_backend("auto", cuda, training=True, keys=4096) == "reference"
+    assert resolve_backend("auto", cuda, training=True, keys=FLEX_TRAINING_MIN_KEYS) == "flex"
+    assert resolve_backend("auto", cpu, training=False, keys=10**6) == "reference"
+    # an explicit choice is never overridden
+    assert resolve_backend("flex", cuda, training=True, keys=16) == "flex"
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        resolve_backend("fast", cuda)

@@ -6,11 +6,13 @@ Backends:
   ground truth; forward and backward on every device.
 - ``flex``: ``flex_attention`` with the :func:`bottleneck_block_mask`, so fully masked blocks are skipped.
   Compiled on CUDA. On CPU PyTorch runs it unfused and forward-only (no backward), so it is for checks there.
-- ``auto``: ``flex`` on CUDA, ``reference`` on CPU (where the unfused flex is slower and cannot backprop).
-  See ``benchmarks/results`` for the measurements behind this choice; the CUDA choice is owed a GPU run.
+- ``auto``: on CUDA, ``flex`` except for training below :data:`FLEX_TRAINING_MIN_KEYS` keys, where
+  ``reference`` is faster; ``reference`` on CPU (where the unfused flex is slower and cannot backprop).
+  Measured on an H200 (``benchmarks/results/nvidia-h200.md``, bf16, stage 1): flex's forward is 1.1-1.5x the
+  reference at 1K-4K tokens and 3.0x at 16K, but forward+backward is 0.35-0.84x up to 4K and 1.17-1.52x at 16K.
 
-No hand-written Triton attention kernel: the issue asks for one only if it beats ``flex`` on the GPU
-benchmark, which has not been run yet.
+No hand-written Triton attention kernel: flex already skips the masked blocks, and at the lengths where it
+loses (training at <= 4K tokens) the dense reference is the faster path anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from latentforge.kernels.bottleneck_mask import bottleneck_block_mask, bottlenec
 from latentforge.kernels.roles import parse_stage, validate_roles
 
 BACKENDS = ("auto", "reference", "flex")
+FLEX_TRAINING_MIN_KEYS = 16384
+"""``auto`` trains with flex only from this many keys on (H200: flex fwd+bwd is slower at 4K, faster at 16K)."""
 
 
 @functools.cache
@@ -49,12 +53,15 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"more queries ({q.shape[2]}) than keys ({k.shape[2]})")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend ``backend`` means on ``device``."""
+def resolve_backend(backend: str, device: torch.device, *, training: bool = False, keys: int = 0) -> str:
+    """The concrete backend ``backend`` means on ``device``, for a call that needs gradients (``training``)
+    over ``keys`` key positions."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}: expected one of {BACKENDS}")
     if backend == "auto":
-        return "flex" if device.type == "cuda" else "reference"
+        if device.type != "cuda" or (training and keys < FLEX_TRAINING_MIN_KEYS):
+            return "reference"
+        return "flex"
     return backend
 
 
@@ -88,10 +95,11 @@ def bottleneck_attention(
     validate_roles(roles, st, seq_len=k.shape[2])
     if roles.shape[0] != q.shape[0]:
         raise ValueError(f"roles batch {roles.shape[0]} != q batch {q.shape[0]}")
-    which = resolve_backend(backend, q.device)
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    which = resolve_backend(backend, q.device, training=training, keys=k.shape[2])
     if which == "reference":
         return reference_attention(q, k, v, bottleneck_mask(roles, st, query_length=q.shape[2]), scale)
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+    if q.device.type == "cpu" and training:
         raise RuntimeError("backend='flex' has no backward on CPU in PyTorch; use backend='reference' there")
     return flex_bottleneck_attention(
         q, k, v, bottleneck_block_mask(roles, st, query_length=q.shape[2]), scale

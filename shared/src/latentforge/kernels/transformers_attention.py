@@ -36,8 +36,9 @@ against transformers 5.24:
   (``cache_implementation="static"``) do not fit this alignment and are not supported.
 - The vision tower also receives the forwarded kwargs; its (non-causal) attention modules are passed to plain
   SDPA untouched. FlashAttention-2 cannot take a 4-D mask at all, so it is no option for stage 1.
-- Speed: this path runs SDPA with a dense boolean mask (PyTorch's memory-efficient kernel on GPU). Using
-  flex_attention from here is possible later, behind the same name, once the GPU benchmark shows the gain.
+- Speed: this path runs SDPA with a dense boolean mask (PyTorch's memory-efficient kernel on GPU). On an H200
+  that is also the faster choice for training at LIVR's lengths: flex's forward+backward is 0.35-0.84x the dense
+  path up to 4K tokens and only wins at 16K (``benchmarks/results/nvidia-h200.md``).
 
 ``roles`` must mark padding as ``Role.PAD`` where the 2-D ``attention_mask`` is 0 (the rows of padding queries
 then attend only to themselves; their outputs are meaningless).
