@@ -50,7 +50,8 @@ def pretrain(config: Annotated[PretrainPreset, tyro.conf.arg(name="")]) -> None:
 def probe(config: Annotated[ProbePreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
     """Fit linear subgoal probes on every layer of a pretrained base model (preset tiny or paper; set --run)."""
     result = _probe.probe(config)
-    print(f"run: {result.run_dir}  (chance {result.chance:.3f})")
+    history = "" if result.history_baseline is None else f", last-visited-colour lookup {result.history_baseline:.3f}"
+    print(f"run: {result.run_dir}  (chance {result.chance:.3f}{history})")
     for step, acc in sorted(result.accuracy.items()):
         print(f"  checkpoint {step}: " + " ".join(f"L{i}={a:.3f}" for i, a in enumerate(acc)))
 

@@ -161,7 +161,46 @@ def fit_probes(
     return LayerProbes(weight.detach(), bias.detach(), mean, std)
 
 
-def plot_accuracy(results: dict[int, list[float]], chance: float, path: Path, title: str = "") -> None:
+def last_visited_colour(data: Any) -> torch.Tensor | None:
+    """``(E, T)`` the colour the agent last entered before acting at step t (``num_colours`` before the
+    first), read off grid observations and ``layouts["colour_cells"]``; ``None`` for other data."""
+    colours = data.layouts.get("colour_cells")
+    if colours is None or not data.is_discrete:
+        return None
+    n_cells = data.observations.shape[-1] // (colours.shape[1] + data.layouts["wall_cells"].shape[1] + 1)
+    channels = data.observations.shape[-1] // n_cells
+    agent = data.observations.view(len(data), -1, n_cells, channels)[..., -1].argmax(-1)  # (E, T+1)
+    steps = data.subgoals.shape[1]
+    on = agent[:, :steps, None] == colours[:, None, :]  # (E, T, K): the agent stands on colour k
+    moved = torch.ones_like(agent[:, :steps], dtype=torch.bool)
+    moved[:, 1:] = agent[:, 1:steps] != agent[:, : steps - 1]
+    entered = torch.where((on.any(-1) & moved), on.float().argmax(-1), -1)
+    entered[:, 0] = -1  # the start cell holds no colour, and standing there is no visit
+    # carry the last entered colour forward: index of the latest entry at or before t
+    times = torch.arange(steps).expand_as(entered)
+    latest = torch.where(entered >= 0, times, -1).cummax(1).values
+    last = torch.gather(entered, 1, latest.clamp(min=0))
+    return torch.where(latest >= 0, last, colours.shape[1])
+
+
+def history_baseline(train: Any, held_out: Any) -> float | None:
+    """Held-out accuracy of the best lookup table from the last visited colour to the subgoal, fitted on
+    ``train``: what a model that only remembers which colour it entered last could decode (grid only)."""
+    x_train, x_test = last_visited_colour(train), last_visited_colour(held_out)
+    if x_train is None or x_test is None:
+        return None
+    keep_train, keep_test = train.subgoals >= 0, held_out.subgoals >= 0
+    x_train, y_train = x_train[keep_train], train.subgoals[keep_train]
+    n_classes = int(max(train.subgoals.max(), held_out.subgoals.max())) + 1
+    n_values = int(max(x_train.max(), x_test.max())) + 1
+    counts = torch.zeros(n_values, n_classes).index_put_((x_train, y_train), torch.ones(len(y_train)), accumulate=True)
+    table = counts.argmax(-1)
+    return float((table[x_test[keep_test]] == held_out.subgoals[keep_test]).float().mean())
+
+
+def plot_accuracy(
+    results: dict[int, list[float]], chance: float, path: Path, title: str = "", history: float | None = None
+) -> None:
     """Accuracy by layer, one line per backbone checkpoint (the paper's Fig. 3b)."""
     import matplotlib
 
@@ -172,6 +211,8 @@ def plot_accuracy(results: dict[int, list[float]], chance: float, path: Path, ti
     for step, acc in sorted(results.items()):
         ax.plot(range(len(acc)), acc, marker="o", label=f"{step} steps")
     ax.axhline(chance, color="grey", linestyle="--", label="chance (majority)")
+    if history is not None:
+        ax.axhline(history, color="black", linestyle=":", label="last visited colour (lookup)")
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("held-out subgoal accuracy")
     ax.set_ylim(0, 1)
@@ -189,6 +230,8 @@ class ProbeResult:
     """Backbone checkpoint step -> held-out accuracy for layers 0..L."""
     chance: float
     """Accuracy of always predicting the most frequent held-out subgoal."""
+    history_baseline: float | None = None
+    """Accuracy of the last-visited-colour lookup table (:func:`history_baseline`; grid only)."""
 
 
 def _checkpoint_paths(run: Path, which: str) -> list[Path]:
@@ -248,10 +291,17 @@ def probe(cfg: ProbeConfig, data: Any = None) -> ProbeResult:
         "chance": chance,
         "accuracy_by_layer": {str(step): acc for step, acc in sorted(results.items())},
         "best_layer": {str(s): int(torch.tensor(a).argmax()) for s, a in results.items()},
+        "history_baseline": history_baseline(train, held_out),
         "train_tokens": len(x_train),
         "held_out_tokens": len(x_test),
         "pretraining_run": str(cfg.run),
     }
     (run_dir / "probe.json").write_text(json.dumps(summary, indent=2))
-    plot_accuracy(results, chance, run_dir / "probe_accuracy.png", title=f"subgoal probes ({data.env_id})")
-    return ProbeResult(run_dir=run_dir, accuracy=results, chance=chance)
+    plot_accuracy(
+        results,
+        chance,
+        run_dir / "probe_accuracy.png",
+        title=f"subgoal probes ({data.env_id})",
+        history=summary["history_baseline"],
+    )
+    return ProbeResult(run_dir=run_dir, accuracy=results, chance=chance, history_baseline=summary["history_baseline"])
