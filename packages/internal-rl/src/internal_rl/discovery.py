@@ -34,6 +34,7 @@ from internal_rl.pretrain import (
     action_nll,
     load_backbone,
     load_data,
+    make_optimizer,
     resolve_device,
 )
 from latentforge.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -286,13 +287,7 @@ def train_metacontroller(
     n_eval = min(cfg.eval_episodes, len(data) // 5)
     train, held_out = data[: len(data) - n_eval], data[len(data) - n_eval :]
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=cfg.betas,
-    )
+    optimizer = make_optimizer(model, cfg)
     wrapped = wrap_model(model, dist_env, "ddp", find_unused_parameters=cfg.meta.forced_switch)
 
     start = 0
