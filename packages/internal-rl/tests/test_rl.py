@@ -113,3 +113,19 @@ def test_cli_lists_the_part_two_subcommands(capsys):
         assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--base-run" in out and "--metacontroller-run" in out and "--config" in out
+
+
+def test_internal_rl_trains_on_the_ant_when_the_base_model_is_continuous(tmp_path):
+    from internal_rl.backbone import ant_backbone_config
+
+    torch.manual_seed(0)
+    base = Backbone(ant_backbone_config(n_layers=2, d_model=16, n_heads=2, mlp_hidden=32, lru_width=16, obs_dim=41))
+    model = ControlledModel(base, Metacontroller(16, MetacontrollerConfig(rank=0))).eval()
+    cfg = _rl_cfg(tmp_path, 2, threshold=1.01)  # beta never reaches 1.01: one code per episode
+    cfg = dataclasses.replace(cfg, batch_size=2, horizon=12)
+    result = train_internal_rl(cfg, model)
+    history = json.loads((result.run_dir / "results.json").read_text())["history"]
+    assert history["decisions"] == [1.0, 1.0]
+    # each random ant walks the whole horizon or stops early (fell, wall, colour): never more
+    assert all(0 < steps <= 12 for steps in history["primitive_steps"])
+    assert len(result.success) == 2

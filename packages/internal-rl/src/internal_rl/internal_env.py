@@ -119,6 +119,11 @@ class BatchedInternalEnv:
     def d_model(self) -> int:
         return self.base.config.d_model
 
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(N,) primitive steps each episode has taken so far."""
+        return (self.actions >= 0).sum(1)
+
     @torch.no_grad()
     def reset(self) -> torch.Tensor:
         n = self.num_envs

@@ -163,7 +163,7 @@ def _pad_stack(rows: list[list[torch.Tensor]], shape: tuple[int, ...]) -> torch.
 
 
 @torch.no_grad()
-def collect(env: BatchedInternalEnv, policy: SSMPolicy, generator: torch.Generator) -> Rollout:
+def collect(env: Any, policy: SSMPolicy, generator: torch.Generator) -> Rollout:
     """Run every env of ``env`` to the end of its episode with ``policy``."""
     n = env.num_envs
     # The policy and the stored batch live on the CPU; only the environment's model may be on a GPU.
@@ -198,7 +198,7 @@ def collect(env: BatchedInternalEnv, policy: SSMPolicy, generator: torch.Generat
         log_probs=_pad_stack([[x.reshape(()) for x in r] for r in lp_rows], ()),
         mask=mask,
         returns=returns,
-        primitive_steps=(env.actions >= 0).sum(1).cpu(),
+        primitive_steps=env.lengths.cpu(),
         decisions=torch.tensor(lengths),
         extras={"success": env.success.cpu(), "betas": env.betas.cpu(), "subgoals": env.subgoals.cpu()},
     )
@@ -338,6 +338,12 @@ def run_rl_loop(
     return RLResult(run_dir=run_dir, success=s, episodes=history["episodes"], metrics=metrics)
 
 
+def _ant_env(*args: Any, **kwargs: Any) -> Any:
+    from internal_rl.internal_ant_env import BatchedInternalAntEnv  # MuJoCo only when an ant is trained
+
+    return BatchedInternalAntEnv(*args, **kwargs)
+
+
 def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
     """Internal RL on the codes of a trained metacontroller (``model`` overrides ``cfg.metacontroller_run``)."""
     if cfg.num_threads > 0:
@@ -353,7 +359,9 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
     model.eval().requires_grad_(False)
     seed_everything(cfg.seed)
     policy = SSMPolicy(model.base.config.d_model, model.meta.config.n_z, cfg.policy_width)
-    env = BatchedInternalEnv(
+    # the base model's action head says which world it was pretrained on: softmax -> grid, Gaussian -> ant
+    make_env = BatchedInternalEnv if model.base.config.discrete_actions else _ant_env
+    env = make_env(
         model, cfg.batch_size, cfg.task_set, tasks=parse_tasks(cfg.tasks), threshold=cfg.threshold,
         horizon=cfg.horizon,
     )  # fmt: skip
