@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from internal_rl import discovery, pretrain, rl
+from internal_rl import compile_rl, discovery, pretrain, rl
 from internal_rl.pretrain import DataConfig
 from internal_rl.report import plot_beta, plot_success_curves, write_report
 from internal_rl.reproduce import ReproduceConfig, diagnose, reproduce
@@ -16,13 +16,16 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     meta = {"eval/action_nll": 0.95, "eval/kl": 0.001, "eval/switches_per_episode": 0.01,
             "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.0, "eval/random_alignment_f1": 0.0,
             "eval/beta_quasi_binary": 0.6, "alpha": 0.1}  # fmt: skip
+    compile_entry = {"eval/action_nll": 1.1, "eval/kl_z": 0.02, "eval/segments_per_episode": 3.5,
+                     "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.25,
+                     "eval/random_alignment_f1": 0.2, "alpha_z": 0.1, "alpha_b": 0.3, "rl_switch_every": 10}  # fmt: skip
     rl_entry = {"metrics": [{"initial_success": 0.0, "final_success": 0.1}, {"initial_success": 0.0,
                 "final_success": 0.3}], "decisions": [[1.0, 2.0], [1.0, 1.0]], "episodes": [4, 8]}  # fmt: skip
     results = {
         "command": "internal-rl reproduce", "seconds": 10.0, "load_start": "1", "load_end": "2",
         "base_run": "x", "base": {"eval/action_accuracy": 0.55},
         "probe": {"accuracy": [0.25, 0.26], "chance": 0.27},
-        "discovery": {"internal-rl": meta}, "rl_task": "posttrain", "rl": {"internal-rl": rl_entry},
+        "discovery": {"internal-rl": meta, "compile": compile_entry}, "rl_task": "posttrain", "rl": {"internal-rl": rl_entry},
     }  # fmt: skip
     results["diagnosis"] = diagnose(results)
     text = " ".join(results["diagnosis"])
@@ -30,6 +33,9 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     write_report(tmp_path / "report.md", results)
     report = (tmp_path / "report.md").read_text()
     assert "| internal-rl | 2 | 8 | 0.000 [0.000, 0.000] | 0.200 [0.100, 0.300] | 1.2 |" in report
+    assert "| 0.1 | 0.3 | 1.100 | 0.020 | 3.50 | 2.00 | 0.250 | 0.200 | 10 |" in report
+    assert "| compile | 0.1 |" not in report  # CompILE has no gate: not a row of the metacontroller table
+    assert "switches every 10 primitive steps" in text
     plot_success_curves({"a": [[0.0, 0.5], [0.1, 0.3]]}, [4, 8], tmp_path / "s.png", "t")
     plot_beta(torch.rand(10), torch.zeros(10, dtype=torch.bool), 10, tmp_path / "b.png", "t")
     assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
@@ -50,6 +56,11 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
             discovery.tiny_config(), data=DataConfig(num_episodes=60, data_seed=2), steps=3, batch_size=4,
             eval_every=3, checkpoint_every=3, eval_episodes=10,
         ),
+        compile=dataclasses.replace(
+            compile_rl.tiny_config(),
+            compile=dataclasses.replace(compile_rl.tiny_config().compile, steps=3, batch_size=4),
+            eval_episodes=10,
+        ),
         rl=dataclasses.replace(rl.tiny_config(), steps=2, batch_size=4, checkpoint_every=2),
         rl_seeds=2,
         alpha_sweep=(0.0, 1.0),
@@ -58,7 +69,8 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     )  # fmt: skip
     run_dir = reproduce(cfg)
     results = json.loads((run_dir / "results.json").read_text())
-    assert set(results["rl"]) == {"internal-rl", "forced-switch", "cotrained", "raw-action"}
+    assert set(results["rl"]) == {"internal-rl", "forced-switch", "cotrained", "compile", "raw-action"}
+    assert results["discovery"]["compile"]["eval/segments_per_episode"] >= 1.0
     for entry in results["rl"].values():
         assert len(entry["metrics"]) == 2 and entry["episodes"][-1] == 8
     assert len(results["probe"]["accuracy"]) == 5  # embeddings + 4 layers of the tiny model

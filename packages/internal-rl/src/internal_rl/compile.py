@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,12 +347,16 @@ def compile_switch_statistics(model: CompileModel, data: Any, seed: int = 0) -> 
 
 
 def train_compile(
-    cfg: CompileConfig, base: Backbone, data: Any
+    cfg: CompileConfig,
+    base: Backbone,
+    data: Any,
+    on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[CompileModel, list[dict[str, float]]]:
     """Train CompILE on ``data`` (Trajectories) against the frozen ``base``.
 
     Returns the model (eval mode) and one history entry every ``log_every`` steps (and at the
-    last), with the batch's losses and the elapsed seconds.
+    last), with the batch's losses and the elapsed seconds; ``on_log`` receives each entry as
+    it is made (a run folder's live metrics).
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -384,4 +389,6 @@ def train_compile(
             row = {"step": float(done), **{k: float(v.detach()) for k, v in losses.items()}}
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
+            if on_log is not None:
+                on_log(row)
     return model.eval(), history

@@ -126,11 +126,26 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in results["discovery"].items():
+        if name == "compile":  # no switching gate: its own table below
+            continue
         lines.append(
             f"| {name} | {m['alpha']} | {m['eval/action_nll']:.3f} | {m['eval/kl']:.3f} | "
             f"{m['eval/switches_per_episode']:.2f} | {m['eval/true_boundaries_per_episode']:.2f} | "
             f"{m['eval/alignment_f1']:.3f} | {m['eval/random_alignment_f1']:.3f} | {m['eval/beta_quasi_binary']:.3f} |"
         )
+    c = results["discovery"].get("compile")
+    if c:
+        lines += [
+            "",
+            "## CompILE (C.4.3; same base model and clean data, held-out episodes, argmax boundaries)",
+            "",
+            "| alpha_z | alpha_b | action NLL | KL_z | segments / episode | true changes / episode | "
+            "alignment F1 | random-segmentation F1 | RL switch every k steps |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {c['alpha_z']} | {c['alpha_b']} | {c['eval/action_nll']:.3f} | {c['eval/kl_z']:.3f} | "
+            f"{c['eval/segments_per_episode']:.2f} | {c['eval/true_boundaries_per_episode']:.2f} | "
+            f"{c['eval/alignment_f1']:.3f} | {c['eval/random_alignment_f1']:.3f} | {c['rl_switch_every']} |",
+        ]
     lines += [
         "",
         f"## RL on the post-training task ({results['rl_task']}, Fig. 8)",

@@ -1,7 +1,8 @@
 """``internal-rl reproduce``: the whole pipeline on the gridworld, end to end (``make train-internal-rl``).
 
 Stages: expert data + pretraining (or ``--base-run``), subgoal probes, metacontrollers (internal,
-forced switching beta = 1, co-trained), internal RL and the baselines on the post-training task
+forced switching beta = 1, co-trained) and the CompILE baseline on the same clean data, internal
+RL (on the metacontrollers' and CompILE's codes) and raw-action RL on the post-training task
 with several seeds, an optional alpha sweep (rate-distortion), then ``results.json``,
 ``report.md`` and PNG figures in ``runs/internal-rl/<run>/``.
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from internal_rl import compile_rl as _compile_rl
 from internal_rl import discovery as _discovery
 from internal_rl import pretrain as _pretrain
 from internal_rl import probe as _probe
@@ -31,7 +33,7 @@ from internal_rl.report import plot_beta, plot_probe, plot_rate_distortion, plot
 from latentforge.configs import config_to_dict
 from latentforge.runs import create_run_dir
 
-METHODS = ("internal-rl", "forced-switch", "cotrained", "raw-action")
+METHODS = ("internal-rl", "forced-switch", "cotrained", "compile", "raw-action")
 
 
 @dataclass
@@ -53,7 +55,14 @@ class ReproduceConfig:
         default_factory=lambda: dataclasses.replace(_discovery.tiny_config(), steps=300, eval_every=100)
     )
     meta_seeds: int = 1
-    """Metacontroller seeds per base model (the paper: 3)."""
+    """Metacontroller (and CompILE) seeds per base model (the paper: 3)."""
+    compile: _compile_rl.CompileRunConfig = field(
+        default_factory=lambda: dataclasses.replace(
+            _compile_rl.tiny_config(),
+            compile=dataclasses.replace(_compile_rl.tiny_config().compile, steps=300),
+        )
+    )
+    """CompILE (method "compile"); its data is the metacontrollers' D*, not ``compile.data``."""
     rl: _rl.RLConfig = field(
         default_factory=lambda: dataclasses.replace(
             _rl.tiny_config(), steps=12, batch_size=64, checkpoint_every=12
@@ -80,6 +89,7 @@ def paper_config() -> ReproduceConfig:
         probe_episodes=10_000,
         discovery=_discovery.paper_grid_config(),
         meta_seeds=3,
+        compile=_compile_rl.paper_grid_config(),
         rl=_rl.paper_grid_config(),
         rl_seeds=1,
         alpha_sweep=_discovery.ALPHA_GRID,
@@ -180,6 +190,24 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                 if b == 0 and s == 0:
                     results["discovery"][name] = {**out.metrics, "alpha": vcfg.alpha, "run": str(out.run_dir)}
         timed(f"discovery_{name}", start)
+
+    # CompILE (C.4.3) replaces the metacontroller on the same base models and D*; internal RL
+    # then acts on its codes through the periodic-switch adapter (see compile_rl).
+    if "compile" in cfg.methods:
+        start = time.perf_counter()
+        ccfg = dataclasses.replace(cfg.compile, **common)
+        for b, base_run in enumerate(base_runs):
+            for s in range(cfg.meta_seeds):
+                seed = cfg.seed + 100 * b + s
+                one = dataclasses.replace(ccfg, compile=dataclasses.replace(ccfg.compile, seed=seed))
+                out = _compile_rl.train_compile_run(one, base_run=base_run, data=data)
+                metas.setdefault("compile", []).append(out.controlled)
+                if b == 0 and s == 0:
+                    results["discovery"]["compile"] = {
+                        **out.metrics, "alpha_z": one.compile.alpha_z, "alpha_b": one.compile.alpha_b,
+                        "run": str(out.run_dir),
+                    }  # fmt: skip
+        timed("discovery_compile", start)
 
     # Fig. 6: beta of held-out clean episodes against the true subgoal changes
     if "internal-rl" in metas:
@@ -282,6 +310,15 @@ def diagnose(results: dict[str, Any]) -> list[str]:
                    f"F1 {d['eval/alignment_f1']:.3f} vs {d['eval/random_alignment_f1']:.3f} for random switches; "
                    f"KL {d['eval/kl']:.3f} nats per step" + (" (KL collapse: the codes carry almost nothing)"
                                                               if d["eval/kl"] < 0.05 else "") + ".")  # fmt: skip
+    c = results["discovery"].get("compile")
+    if c:
+        out.append(
+            f"- CompILE: {c['eval/segments_per_episode']:.2f} segments per episode, i.e. "
+            f"{c['eval/segments_per_episode'] - 1:.2f} boundaries vs {c['eval/true_boundaries_per_episode']:.2f} "
+            f"true subgoal changes; alignment F1 {c['eval/alignment_f1']:.3f} vs "
+            f"{c['eval/random_alignment_f1']:.3f} for random boundaries; internal RL on its codes switches every "
+            f"{c['rl_switch_every']} primitive steps (it has no causal switching unit)."
+        )
     for name, r in results["rl"].items():
         fin = [m["final_success"] for m in r["metrics"]]
         out.append(
