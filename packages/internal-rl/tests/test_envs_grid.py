@@ -9,8 +9,9 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from internal_rl.envs import GRID_ID, register_envs
-from internal_rl.envs.grid import GridLayout, GridPinpadEnv
+from internal_rl.envs.grid import GridLayout, GridPinpadEnv, observe
 from internal_rl.envs.grid_batched import CAUSES, BatchedGridPinpad
+from internal_rl.envs.grid_paths import UNREACHABLE, shortest_task_length
 
 register_envs()
 
@@ -163,3 +164,74 @@ def test_batched_layouts_are_distinct_cells_and_solvable():
     cells = torch.cat([env.colour_cells, env.wall_cells, env.agent[:, None]], 1)
     assert all(len(set(row.tolist())) == 13 for row in cells)
     assert (env.shortest_task_lengths(torch.arange(256)) <= 100).all()
+
+
+def _reference_lengths(env: BatchedGridPinpad, ids) -> list[int]:
+    out = []
+    for i in ids:
+        task = tuple(int(c) for c in env.tasks[env.task_ids[i]] if c >= 0)
+        colours, walls = env.colour_cells[i].numpy(), env.wall_cells[i].numpy()
+        out.append(min(shortest_task_length(colours, walls, int(env.start[i]), task, env.size), UNREACHABLE))
+    return out
+
+
+@pytest.mark.parametrize(("size", "task_set"), [(7, "pretrain"), (7, "posttrain"), (5, "pretrain")])
+def test_bitmask_task_lengths_match_the_reference_search(size, task_set):
+    # unfiltered random layouts: solvable ones, long ones and impossible ones
+    env = BatchedGridPinpad(400, task_set, size=size, seed=8, require_solvable=False)
+    env.reset()
+    ids = torch.arange(400)
+    lengths = env.shortest_task_lengths(ids)
+    assert lengths.tolist() == _reference_lengths(env, range(400))
+    assert (lengths >= UNREACHABLE).any() and (lengths < UNREACHABLE).any()
+    args = (env.colour_cells, env.wall_cells, env.start, env.tasks[env.task_ids])
+    for check_every in (1, 3, 50):  # where the search stops to drop finished legs must not matter
+        assert torch.equal(env.task_lengths_of(*args, check_every=check_every), lengths)
+
+
+def test_bitmask_task_lengths_of_padded_tasks():
+    env = BatchedGridPinpad(200, seed=9, require_solvable=False)
+    env.reset()
+    tasks = torch.tensor([[3, -1, -1], [0, 1, -1], [5, 2, 7], [-1, -1, -1]]).repeat(50, 1)
+    got = env.task_lengths_of(env.colour_cells, env.wall_cells, env.start, tasks)
+    for i in range(200):
+        task = tuple(int(c) for c in tasks[i] if c >= 0)
+        colours, walls = env.colour_cells[i].numpy(), env.wall_cells[i].numpy()
+        expected = shortest_task_length(colours, walls, int(env.start[i]), task, 7) if task else 0
+        assert int(got[i]) == min(expected, UNREACHABLE)
+
+
+def test_layout_pool_hands_out_the_sequential_rejection_draws_in_order():
+    # The pool must give the layouts a drawing env (no pool) seeded like it gives, refill after
+    # refill, each with the task it was checked for (a reset spanning three refills included).
+    n, pool, seed = 300, 128, 5
+    env = BatchedGridPinpad(n, layout_pool=pool, horizon=30, seed=seed)
+    env.reset()
+    pool_seed = int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed)))
+    drawer = BatchedGridPinpad(pool, layout_pool=0, horizon=30, seed=pool_seed)
+    for start in range(0, n, pool):
+        drawer.reset()
+        rows = slice(start, min(start + pool, n))
+        count = rows.stop - rows.start
+        assert torch.equal(env.task_ids[rows], drawer.task_ids[:count])
+        assert torch.equal(env.colour_cells[rows], drawer.colour_cells[:count])
+        assert torch.equal(env.wall_cells[rows], drawer.wall_cells[:count])
+        assert torch.equal(env.start[rows], drawer.start[:count])
+    assert (env.shortest_task_lengths(torch.arange(n)) <= 30).all()
+
+
+def test_autoreset_keeps_observation_and_lookup_tables_in_step_with_the_state():
+    # resets clear only the old layout's entries, so the buffers must mirror the state exactly
+    env = BatchedGridPinpad(128, autoreset=True, seed=3, layout_pool=64, horizon=25)
+    env.reset()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        obs, *_ = env.step(torch.randint(4, (128,), generator=gen))
+    for i in range(128):
+        layout = GridLayout(env.colour_cells[i].numpy(), env.wall_cells[i].numpy(), int(env.start[i]))
+        expected = observe(layout, int(env.agent[i]), 7, 8, 4)
+        assert np.array_equal(obs[i].numpy(), expected)
+        colour_at = np.full(49, -1)
+        colour_at[layout.colour_cells] = np.arange(8)
+        assert np.array_equal(env.colour_at[i].numpy(), colour_at)
+        assert env.wall[i].nonzero().squeeze(1).sort().values.tolist() == sorted(layout.wall_cells.tolist())

@@ -20,6 +20,50 @@ from internal_rl.envs.tasks import GRID_TASK_SETS, get_task_set
 CAUSES = ("", "success", "wrong_colour", "timeout")
 
 
+def _check_bits(size: int) -> int:
+    # Cell (r, c) is bit r * (size + 1) + c: the spare column of zeros per row lets a left/right
+    # shift fall off the edge without masks, so one BFS step is four shifts and three ors.
+    if size * (size + 1) > 63:
+        raise ValueError(f"the bitmask search needs size * (size + 1) <= 63, got size {size}")
+    return size + 1
+
+
+def _search_legs(
+    frontier: Any, free: Any, target: Any, leg: Any, lengths: Any, stride: int, steps: int, check_every: int
+) -> None:
+    """Breadth-first search of many legs at once on int64 cell bitmasks; sets ``lengths[leg]``.
+
+    Works on torch tensors or numpy arrays alike (only operators, ``where`` and indexing). Each
+    leg starts from the cells in ``frontier`` and may enter the cells in ``free`` (which must
+    include its single-bit ``target``); its length is the step at which it enters the target,
+    ``UNREACHABLE`` if it never does. Every ``check_every`` steps (the only host syncs) the
+    legs that arrived or ran out of cells are dropped, so that the rare long legs do not keep
+    the whole batch busy.
+    """
+    where = np.where if isinstance(frontier, np.ndarray) else torch.where
+    waited = frontier & 0  # steps after which the target was still unvisited
+    for _ in range(0, steps, check_every):
+        pending = frontier & 0
+        for _ in range(check_every):
+            spread = frontier << 1
+            spread |= frontier >> 1
+            spread |= frontier << stride
+            spread |= frontier >> stride
+            spread &= free
+            frontier = spread
+            free ^= frontier
+            pending += free & target  # the target's bit while it is unvisited, else 0
+        waited += pending // target
+        reached = (free & target) == 0
+        # legs still searching get UNREACHABLE here and their length at a later check
+        lengths[leg] = where(reached, waited + 1, UNREACHABLE)
+        keep = ~reached & (frontier != 0)
+        keep = np.flatnonzero(keep) if isinstance(keep, np.ndarray) else keep.nonzero().squeeze(1)
+        if not len(keep):
+            return
+        leg, frontier, free, target, waited = (x[keep] for x in (leg, frontier, free, target, waited))
+
+
 class BatchedGridPinpad:
     """``num_envs`` gridworld-pinpads stepped together.
 
@@ -48,10 +92,13 @@ class BatchedGridPinpad:
         layout_pool: int | None = None,
     ):
         self.max_draws = max_draws
-        # Solvable layouts are drawn in big batches by a helper env (the rejection check costs
-        # the same few dozen tensor ops for 10 envs or 10,000) and handed out as envs reset.
+        # Solvable layouts are drawn in big batches (rejection sampling costs the same few dozen
+        # tensor ops for 10 layouts or 10,000) with their own generator, and handed out as envs
+        # reset. The pool's generator is seeded from this env's on first use.
         self.layout_pool = max(1024, num_envs) if layout_pool is None else layout_pool
-        self._pool: BatchedGridPinpad | None = None
+        self._pool_generator: torch.Generator | None = None
+        self._pool_task_ids = torch.zeros(0, dtype=torch.long)
+        self._pool_cells = torch.zeros(0, num_colours + num_walls + 1, dtype=torch.long)
         self._pool_next = 0
         self.num_envs, self.size, self.num_colours, self.num_walls = num_envs, size, num_colours, num_walls
         self.horizon, self.require_solvable, self.autoreset = horizon, require_solvable, autoreset
@@ -84,36 +131,78 @@ class BatchedGridPinpad:
         self._obs = torch.zeros(n, self.obs_dim, device=self.device)
         self._task_flat = self.tasks.reshape(-1)
         self._task_length = torch.zeros(n, **long)
+        # Flat-index helpers, so that per-step lookups are 1-D ``take``s instead of 2-D indexing.
+        self._table_flat = self.table.reshape(-1)
+        self._cell_rows = torch.arange(n, **long) * c
+        self._agent_slots = torch.arange(n, **long) * self.obs_dim + self.channels - 1
+        self._colour_ids = torch.arange(num_colours, **long)
+        # channel of each of the 13 placed things: colours, walls, then the agent
+        self._channel_of = torch.arange(self.channels, **long)
+        self._stride = _check_bits(size)
+        cell_ids = torch.arange(c, **long)
+        rows, cols = cell_ids // size, cell_ids % size
+        self._bits = torch.ones(c, **long) << (rows * self._stride + cols)
+        self._board = int(self._bits.sum())
 
     # -- layouts ---------------------------------------------------------------------------
-    def _draw(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        keys = torch.rand(count, self.num_cells, generator=self.generator, device=self.device)
+    def _draw_cells(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """(count, 13) distinct cells: colours, walls, then the agent."""
+        keys = torch.rand(count, self.num_cells, generator=generator, device=self.device)
         # the smallest 13 of 49 keys in order: the same cells as a full argsort, at a fraction of its cost
-        k = self.num_colours + self.num_walls + 1
-        cells = keys.topk(k, dim=1, largest=False, sorted=True).indices
-        o, w = self.num_colours, self.num_walls
-        return cells[:, :o], cells[:, o : o + w], cells[:, -1]
+        return keys.topk(self.channels, dim=1, largest=False, sorted=True).indices
 
-    def _place(
-        self, ids: torch.Tensor, colours: torch.Tensor, walls: torch.Tensor, agent: torch.Tensor
-    ) -> None:
-        self.layout_version[ids] += 1  # lets cached per-layout data (the expert's fields) notice resets
-        self.colour_cells[ids], self.wall_cells[ids] = colours, walls
-        self.agent[ids], self.start[ids] = agent, agent
-        colour_at = torch.full((len(ids), self.num_cells), -1, dtype=torch.long, device=self.device)
-        colour_at.scatter_(1, colours, torch.arange(self.num_colours, device=self.device).expand_as(colours))
-        self.colour_at[ids] = colour_at
-        wall = torch.zeros(len(ids), self.num_cells, dtype=torch.bool, device=self.device)
-        wall.scatter_(1, walls, True)
-        self.wall[ids] = wall
-        if self.layout_pool == 0:
-            return  # a layout pool's envs are never observed: skip the 637-wide observation writes
-        self._obs[ids] = 0.0
-        flat, c = self._obs.view(-1), self.channels
-        row = (ids * self.obs_dim)[:, None]
-        flat[row + colours * c + torch.arange(self.num_colours, device=self.device)] = 1.0
-        flat[row + walls * c + self.num_colours + torch.arange(self.num_walls, device=self.device)] = 1.0
-        flat[row.squeeze(1) + agent * c + c - 1] = 1.0
+    def _draw_solvable(self, task_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(len(task_ids), 13) cells, redrawing rows whose task does not fit the horizon.
+
+        Draws ``rand`` for the rows still pending in each round, in row order: the same random
+        stream, hence the same layouts, as placing and checking every round's draw.
+        """
+        cells = self._draw_cells(len(task_ids), generator)
+        if not self.require_solvable:
+            return cells
+        tasks = self.tasks.index_select(0, task_ids)
+        pending = torch.arange(len(task_ids), device=self.device)
+        drawn = cells
+        for draw in range(1, self.max_draws + 1):
+            rejected = (self._task_lengths(drawn, tasks) > self.horizon).nonzero().squeeze(1)
+            if not len(rejected):
+                return cells
+            if draw == self.max_draws:
+                break
+            pending, tasks = pending.index_select(0, rejected), tasks.index_select(0, rejected)
+            drawn = self._draw_cells(len(pending), generator)
+            cells.index_copy_(0, pending, drawn)
+        raise RuntimeError(f"no solvable layout within horizon {self.horizon} in {self.max_draws} draws")
+
+    def _place(self, ids: torch.Tensor, cells: torch.Tensor) -> None:
+        """Lay out envs ``ids`` from (len(ids), 13) cells: colours, walls, then the agent.
+
+        Only the old layout's entries are cleared (the lookup tables and the observation always
+        mirror ``colour_cells``, ``wall_cells`` and ``agent``): rewriting whole 49- and 637-wide
+        rows would cost more than the rest of a reset.
+        """
+        o, w = self.num_colours, self.num_walls
+        colours, walls, agent = cells[:, :o], cells[:, o : o + w], cells[:, -1]
+        old_colours, old_walls = self.colour_cells.index_select(0, ids), self.wall_cells.index_select(0, ids)
+        board = (ids * self.num_cells)[:, None]
+        colour_at, wall = self.colour_at.view(-1), self.wall.view(-1)
+        colour_at.index_fill_(0, (board + old_colours).view(-1), -1)
+        colour_at.index_copy_(
+            0, (board + colours).reshape(-1), self._colour_ids.expand_as(colours).reshape(-1)
+        )
+        wall.index_fill_(0, (board + old_walls).view(-1), False)
+        wall.index_fill_(0, (board + walls).reshape(-1), True)
+        if self.layout_pool != 0:  # a drawing helper's envs are never observed
+            old = torch.cat([old_colours, old_walls, self.agent.index_select(0, ids)[:, None]], 1)
+            rows, obs = (ids * self.obs_dim)[:, None], self._obs.view(-1)
+            obs.index_fill_(0, (rows + old * self.channels + self._channel_of).view(-1), 0.0)
+            obs.index_fill_(0, (rows + cells * self.channels + self._channel_of).view(-1), 1.0)
+        # lets cached per-layout data (the expert's fields) notice resets
+        self.layout_version.index_add_(0, ids, torch.ones_like(ids))
+        self.colour_cells.index_copy_(0, ids, colours)
+        self.wall_cells.index_copy_(0, ids, walls)
+        self.agent.index_copy_(0, ids, agent)
+        self.start.index_copy_(0, ids, agent)
 
     def reset(
         self,
@@ -127,72 +216,57 @@ class BatchedGridPinpad:
         ``layouts`` (keys ``colour_cells``, ``wall_cells``, ``agent_cell``, one row per reset env)
         fixes the layouts instead of drawing them.
         """
-        ids = torch.arange(self.num_envs, device=self.device) if env_ids is None else env_ids.to(self.device)
+        if env_ids is None:
+            ids = torch.arange(self.num_envs, device=self.device)
+        else:
+            ids = env_ids.to(self.device, torch.long)
+        cells = None
         if task_ids is None and layouts is None and self.require_solvable and self.layout_pool > 0:
-            task_ids, layouts = self._from_pool(len(ids))
+            task_ids, cells = self._from_pool(len(ids))
         if task_ids is None:
             task_ids = torch.randint(
                 len(self.tasks), (len(ids),), generator=self.generator, device=self.device
             )
-        self.task_ids[ids] = task_ids.to(self.device)
-        self._task_length[ids] = self.task_lengths[self.task_ids[ids]]
-        self.progress[ids] = 0
-        self.t[ids] = 0
+        task_ids = task_ids.to(self.device, torch.long)
+        self.task_ids.index_copy_(0, ids, task_ids)
+        self._task_length.index_copy_(0, ids, self.task_lengths[task_ids])
+        self.progress.index_fill_(0, ids, 0)
+        self.t.index_fill_(0, ids, 0)
         if layouts is not None:
 
             def as_t(key: str) -> torch.Tensor:
                 value = layouts[key]
-                if torch.is_tensor(value):  # no numpy round trip (the pool hands out tensors)
+                if torch.is_tensor(value):
                     return value.to(self.device, torch.long)
                 return torch.as_tensor(np.asarray(value), dtype=torch.long, device=self.device)
 
-            self._place(ids, as_t("colour_cells"), as_t("wall_cells"), as_t("agent_cell").reshape(-1))
-        else:
-            pending = ids
-            for _ in range(self.max_draws):
-                self._place(pending, *self._draw(len(pending)))
-                if not self.require_solvable:
-                    break
-                pending = pending[self.shortest_task_lengths(pending) > self.horizon]
-                if not len(pending):
-                    break
-            else:
-                raise RuntimeError(
-                    f"no solvable layout within horizon {self.horizon} in {self.max_draws} draws"
-                )
+            agent = as_t("agent_cell").reshape(-1, 1)
+            cells = torch.cat([as_t("colour_cells"), as_t("wall_cells"), agent], 1)
+        elif cells is None:
+            cells = self._draw_solvable(task_ids, self.generator)
+        self._place(ids, cells)
         return self.observe()
 
-    def _from_pool(self, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+    def _from_pool(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        parts: list[tuple[torch.Tensor, torch.Tensor]] = []
         while count > 0:
-            if self._pool is None:
+            if self._pool_generator is None:
                 seed = int(torch.randint(2**62, (1,), generator=self.generator, device=self.device))
-                self._pool = BatchedGridPinpad(
-                    self.layout_pool, self.task_set, size=self.size, num_colours=self.num_colours,
-                    num_walls=self.num_walls, horizon=self.horizon, device=self.device, seed=seed,
-                    max_draws=self.max_draws, layout_pool=0,
-                )  # fmt: skip
+                self._pool_generator = torch.Generator(device=self.device).manual_seed(seed)
                 self._pool_next = self.layout_pool
             if self._pool_next >= self.layout_pool:
-                self._pool.reset()
+                self._pool_task_ids = torch.randint(
+                    len(self.tasks), (self.layout_pool,), generator=self._pool_generator, device=self.device
+                )
+                self._pool_cells = self._draw_solvable(self._pool_task_ids, self._pool_generator)
                 self._pool_next = 0
             take = slice(self._pool_next, min(self._pool_next + count, self.layout_pool))
-            pool = self._pool
-            parts.append(
-                (
-                    pool.task_ids[take].clone(),
-                    {
-                        "colour_cells": pool.colour_cells[take],
-                        "wall_cells": pool.wall_cells[take],
-                        "agent_cell": pool.start[take],
-                    },
-                )
-            )
+            parts.append((self._pool_task_ids[take], self._pool_cells[take]))
             count -= take.stop - take.start
             self._pool_next = take.stop
-        task_ids = torch.cat([p[0] for p in parts])
-        layouts = {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
-        return task_ids, layouts
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def observe(self) -> torch.Tensor:
         """The (num_envs, obs_dim) observation buffer (updated in place by step and reset)."""
@@ -227,49 +301,57 @@ class BatchedGridPinpad:
         return torch.where(self._moves[cells], cost.clamp(max=UNREACHABLE), UNREACHABLE)
 
     def shortest_task_lengths(self, ids: torch.Tensor) -> torch.Tensor:
-        """Fewest moves solving each env's whole task from its start (>= ``UNREACHABLE`` if impossible).
-
-        Breadth-first search on 49-bit cell masks held in int64, all legs of all envs at once:
-        one search step is a handful of shifts and ands on a vector, which keeps the
-        solvability check of thousands of fresh layouts cheap.
-        """
-        g, device = self.size, self.device
-        bits = torch.ones(self.num_cells, dtype=torch.long, device=device) << torch.arange(
-            self.num_cells, device=device
+        """Fewest moves solving each env's whole task from its start (>= ``UNREACHABLE`` if impossible)."""
+        return self.task_lengths_of(
+            self.colour_cells[ids], self.wall_cells[ids], self.start[ids], self.tasks[self.task_ids[ids]]
         )
-        full = (1 << self.num_cells) - 1
-        col = torch.arange(self.num_cells, device=device) % g
-        not_first_col, not_last_col = int(bits[col != 0].sum()), int(bits[col != g - 1].sum())
-        colours = self.colour_cells[ids]
-        walls = bits[self.wall_cells[ids]].sum(1)
-        empty = full & ~walls & ~bits[colours].sum(1)
-        tasks = self.tasks[self.task_ids[ids]]  # (n, L), -1 padded
+
+    def task_lengths_of(
+        self,
+        colour_cells: torch.Tensor,
+        wall_cells: torch.Tensor,
+        start: torch.Tensor,
+        tasks: torch.Tensor,
+        check_every: int = 8,
+    ) -> torch.Tensor:
+        """Fewest moves solving ``tasks`` ((n, L) colours, -1 padded) on the given layouts.
+
+        Breadth-first search on cell bitmasks held in int64, every leg of every layout at once
+        (after each colour the agent stands on it, so the legs are independent). One search
+        step is four shifts, five bitwise ops and an add on a vector; every ``check_every``
+        steps (the only host syncs) the legs that reached their colour or ran out of cells are
+        dropped, so the rare long legs do not keep the whole batch busy.
+        """
+        cells = torch.cat([colour_cells, wall_cells, start.reshape(-1, 1)], 1)
+        return self._task_lengths(cells, tasks, check_every)
+
+    def _task_lengths(self, cells: torch.Tensor, tasks: torch.Tensor, check_every: int = 8) -> torch.Tensor:
+        """:meth:`task_lengths_of` on (n, 13) cells: colours, walls, then the start."""
+        stride = self._stride
+        n, legs_per_task = tasks.shape
         active = tasks >= 0
-        target_cells = colours.gather(1, tasks.clamp(min=0))
-        start_cells = torch.cat([self.start[ids, None], target_cells[:, :-1]], 1)
-        target = bits[target_cells]
-        allowed = empty[:, None] | target
-        frontier = bits[start_cells]
-        reached = frontier & ~target
-        legs = torch.full(tasks.shape, UNREACHABLE, dtype=torch.long, device=device)
-        for step in range(1, self.num_cells + 2):
-            spread = (frontier >> g) | ((frontier << g) & full)
-            spread |= ((frontier & not_first_col) >> 1) | ((frontier & not_last_col) << 1)
-            frontier = spread & allowed & ~reached
-            reached |= frontier
-            hit = ((frontier & target) != 0) & (legs == UNREACHABLE)
-            legs = torch.where(hit, step, legs)
-            frontier &= ~target  # entering the target ends the leg
-            if not ((frontier != 0) & (legs == UNREACHABLE)).any():
-                break
-        legs = torch.where(active, legs, 0)
-        return legs.sum(1).clamp(max=UNREACHABLE)
+        bit = self._bits.take(cells)
+        empty = self._board - bit[:, :-1].sum(1)  # distinct bits: subtracting them clears them
+        target = bit.gather(1, tasks.clamp(min=0))  # colour k is column k
+        origin = torch.cat([bit[:, -1:], target[:, :-1]], 1)
+        # Cells a leg may still enter: empty ones and its target, not the one it starts on.
+        free = (empty[:, None] & ~origin) | target
+        lengths = torch.where(active, UNREACHABLE, 0).view(-1)
+        leg = active.view(-1).nonzero().squeeze(1)
+        frontier, free, target = (x.view(-1).index_select(0, leg) for x in (origin, free, target))
+        searched = (frontier, free, target, leg, lengths)
+        if lengths.device.type == "cpu":
+            # numpy shares the memory and costs ~1 us per op instead of torch's ~5: the search is
+            # dozens of ops on small vectors, and the rejection rounds' vectors are tiny
+            searched = tuple(x.numpy() for x in searched)
+        _search_legs(*searched, stride, self.num_cells + 1, check_every)
+        return lengths.view(n, legs_per_task).sum(1).clamp(max=UNREACHABLE)
 
     # -- dynamics --------------------------------------------------------------------------
     def next_colours(self) -> torch.Tensor:
         """(N,) colour each env must enter next (-1 once its task is done)."""
         index = self.task_ids * self.tasks.shape[1] + self.progress.clamp(max=self.tasks.shape[1] - 1)
-        return torch.where(self.progress < self._task_length, self._task_flat[index], -1)
+        return torch.where(self.progress < self._task_length, self._task_flat.index_select(0, index), -1)
 
     def _info(self) -> dict[str, torch.Tensor]:
         nxt = self.next_colours()
@@ -285,32 +367,33 @@ class BatchedGridPinpad:
     def step(self, actions: torch.Tensor):
         actions = actions.to(self.device, torch.long)
         target = self.next_colours()
-        nxt = self.table[self.agent, actions]
-        nxt = torch.where(self.wall.gather(1, nxt[:, None]).squeeze(1), self.agent, nxt)
-        moved = nxt != self.agent
-        agent_channel = self.channels - 1
+        agent, rows = self.agent, self._cell_rows
+        # 1-D index_select: several times cheaper on CPU than 2-D indexing, gather or take
+        nxt = self._table_flat.index_select(0, agent * 4 + actions)
+        nxt = torch.where(self.wall.view(-1).index_select(0, rows + nxt), agent, nxt)
+        moved = nxt != agent
         flat = self._obs.view(-1)
-        rows = torch.arange(self.num_envs, device=self.device) * self.obs_dim + agent_channel
-        flat[rows + self.agent * self.channels] = 0.0
-        flat[rows + nxt * self.channels] = 1.0
+        flat.index_fill_(0, self._agent_slots + agent * self.channels, 0.0)
+        flat.index_fill_(0, self._agent_slots + nxt * self.channels, 1.0)
         self.agent = nxt
         self.t += 1
-        colour = self.colour_at.gather(1, nxt[:, None]).squeeze(1)
+        colour = self.colour_at.view(-1).index_select(0, rows + nxt)
         entered = moved & (colour >= 0)
         correct = entered & (colour == target)
-        self.progress += correct.long()
+        self.progress += correct
         success = correct & (self.progress == self._task_length)
-        wrong = entered & ~correct
+        wrong = entered ^ correct
         terminated = success | wrong
-        truncated = ~terminated & (self.t >= self.horizon)
-        cause = torch.where(success, 1, torch.where(wrong, 2, torch.where(truncated, 3, 0)))
+        truncated = (self.t >= self.horizon) & ~terminated
+        # the three causes exclude each other: 1 success, 2 wrong colour, 3 timeout, else 0
+        cause = success.long() + 2 * wrong + 3 * truncated
         obs = self.observe()
         info = self._info()
         info["termination_cause"] = cause
         if self.autoreset:
             done = (terminated | truncated).nonzero().squeeze(1)
             info["final_env_ids"] = done
-            info["final_obs"] = obs[done].clone()
+            info["final_obs"] = obs.index_select(0, done)
             if len(done):
                 obs = self.reset(done)
         return obs, success.float(), terminated, truncated, info
