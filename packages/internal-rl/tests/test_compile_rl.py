@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,3 +224,20 @@ def test_reproduce_with_compile_writes_its_curve_and_segmentation(base_run, tmp_
     report = (run_dir / "report.md").read_text()
     assert "## CompILE" in report and "| compile | 2 | 8 |" in report
     assert any("CompILE:" in line for line in results["diagnosis"])
+
+
+def test_cli_trains_compile_then_runs_internal_rl_on_its_codes(base_run, tmp_path, capsys):
+    from internal_rl.cli import main
+
+    main(["compile", "tiny", "--base-run", str(base_run), "--compile.steps", "2", "--compile.batch-size", "4",
+          "--compile.device", "cpu", "--data.num-episodes", "30", "--eval-episodes", "6",
+          "--run-root", str(tmp_path)])  # fmt: skip
+    compile_run = capsys.readouterr().out.split("run: ")[1].split()[0]
+    main(["rl", "tiny", "--compile-run", compile_run, "--steps", "1", "--batch-size", "4", "--tasks", "0-1", "--horizon", "20",
+          "--device", "cpu", "--run-root", str(tmp_path)])  # fmt: skip
+    rl_run = Path(capsys.readouterr().out.split("run: ")[1].split()[0])
+    config = json.loads((rl_run / "config.json").read_text())
+    assert config["compile_run"] == compile_run and config["metacontroller_run"] is None
+    assert len(json.loads((rl_run / "results.json").read_text())["history"]["success"]) == 1
+    with pytest.raises(ValueError, match="set one of metacontroller_run or compile_run"):
+        rl.train_internal_rl(rl.RLConfig(run_root=tmp_path))

@@ -9,6 +9,7 @@ from typing import Annotated
 import tyro
 
 import internal_rl
+from internal_rl import compile_rl as _compile_rl
 from internal_rl import discovery as _discovery
 from internal_rl import pretrain as _pretrain
 from internal_rl import probe as _probe
@@ -34,6 +35,7 @@ ProbePreset = _presets(_probe.PRESETS)
 
 
 DiscoveryPreset = _presets(_discovery.PRESETS)
+CompilePreset = _presets(_compile_rl.PRESETS)
 RLPreset = _presets(_rl.PRESETS)
 
 
@@ -50,7 +52,11 @@ def pretrain(config: Annotated[PretrainPreset, tyro.conf.arg(name="")]) -> None:
 def probe(config: Annotated[ProbePreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
     """Fit linear subgoal probes on every layer of a pretrained base model (preset tiny or paper; set --run)."""
     result = _probe.probe(config)
-    history = "" if result.history_baseline is None else f", last-visited-colour lookup {result.history_baseline:.3f}"
+    history = (
+        ""
+        if result.history_baseline is None
+        else f", last-visited-colour lookup {result.history_baseline:.3f}"
+    )
     print(f"run: {result.run_dir}  (chance {result.chance:.3f}{history})")
     for step, acc in sorted(result.accuracy.items()):
         print(f"  checkpoint {step}: " + " ".join(f"L{i}={a:.3f}" for i, a in enumerate(acc)))
@@ -83,8 +89,17 @@ def metacontroller(config: Annotated[DiscoveryPreset, tyro.conf.arg(name="")]) -
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
+def compile(config: Annotated[CompilePreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
+    """Train the CompILE baseline on a frozen base model (preset tiny, paper-grid or paper-ant; set --base-run)."""
+    result = _compile_rl.train_compile_run(config)
+    print(f"run: {result.run_dir}")
+    for key, value in result.metrics.items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+@tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def rl(config: Annotated[RLPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
-    """Internal RL over a metacontroller's latent codes (preset tiny or paper-grid; set --metacontroller-run)."""
+    """Internal RL over latent codes (preset tiny, paper-grid or paper-ant; set --metacontroller-run or --compile-run)."""
     result = _rl.train_internal_rl(config)
     print(f"run: {result.run_dir}")
     for key, value in result.metrics.items():
@@ -122,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "pretrain": pretrain,
         "probe": probe,
         "metacontroller": metacontroller,
+        "compile": compile,
         "rl": rl,
         "reproduce": reproduce,
     }

@@ -61,6 +61,8 @@ class RLConfig:
 
     metacontroller_run: Path | None = None
     """Discovery run folder whose base model, decoder and switching unit form the environment."""
+    compile_run: Path | None = None
+    """Instead: a CompILE run folder (``internal-rl compile``); its decoder acts, switching every k steps."""
     task_set: str = "posttrain"
     tasks: str = ""
     """Explicit tasks instead of ``task_set`` (e.g. "0-1" for an easy one)."""
@@ -349,13 +351,18 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     if model is None:
-        from internal_rl.discovery import load_metacontroller
-
-        if cfg.metacontroller_run is None:
-            raise ValueError("set metacontroller_run: the discovery run whose decoder and switch unit act")
         from internal_rl.pretrain import resolve_device
 
-        model = load_metacontroller(cfg.metacontroller_run, resolve_device(cfg.device))
+        if (cfg.metacontroller_run is None) == (cfg.compile_run is None):
+            raise ValueError("set one of metacontroller_run or compile_run: the run whose decoder acts")
+        if cfg.compile_run is not None:
+            from internal_rl.compile_rl import load_compile_controlled
+
+            model = load_compile_controlled(cfg.compile_run, resolve_device(cfg.device))
+        else:
+            from internal_rl.discovery import load_metacontroller
+
+            model = load_metacontroller(cfg.metacontroller_run, resolve_device(cfg.device))
     model.eval().requires_grad_(False)
     seed_everything(cfg.seed)
     policy = SSMPolicy(model.base.config.d_model, model.meta.config.n_z, cfg.policy_width)
@@ -371,5 +378,9 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
         return collect(env, policy, generator)
 
     return run_rl_loop(
-        cfg, policy, collect_fn, policy_log_probs, extra={"metacontroller_run": str(cfg.metacontroller_run)}
+        cfg,
+        policy,
+        collect_fn,
+        policy_log_probs,
+        extra={"metacontroller_run": str(cfg.metacontroller_run), "compile_run": str(cfg.compile_run)},
     )
