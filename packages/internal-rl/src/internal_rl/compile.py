@@ -40,7 +40,7 @@ from torch import nn
 from internal_rl.backbone import Backbone, BackboneOutput, shift_actions
 from internal_rl.discovery import alignment_f1, boundaries, random_switches
 from internal_rl.metacontroller import Metacontroller, MetacontrollerConfig, control_layer
-from internal_rl.pretrain import Batch, action_nll, resolve_device
+from internal_rl.pretrain import Batch, action_nll, make_optimizer, resolve_device
 
 NEG_INF = -1e9
 """Logit of an impossible boundary: finite, so softmax and its gradient stay NaN-free."""
@@ -362,13 +362,7 @@ def train_compile(
     torch.manual_seed(cfg.seed)
     model = CompileModel(base, cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=cfg.betas,
-    )
+    optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     history: list[dict[str, float]] = []
