@@ -235,3 +235,20 @@ def test_autoreset_keeps_observation_and_lookup_tables_in_step_with_the_state():
         colour_at[layout.colour_cells] = np.arange(8)
         assert np.array_equal(env.colour_at[i].numpy(), colour_at)
         assert env.wall[i].nonzero().squeeze(1).sort().values.tolist() == sorted(layout.wall_cells.tolist())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_task_lengths_match_cpu_searched_on_device_or_host():
+    cpu = BatchedGridPinpad(512, seed=8, require_solvable=False)
+    cpu.reset()
+    expected = cpu.shortest_task_lengths(torch.arange(512))
+    gpu = BatchedGridPinpad(512, seed=8, require_solvable=False, device="cuda")
+    args = [x.cuda() for x in (cpu.colour_cells, cpu.wall_cells, cpu.start, cpu.tasks[cpu.task_ids])]
+    for limit in (0, 10**9):  # the whole search on the device, then on the host
+        gpu.host_search_max_legs = limit
+        assert torch.equal(gpu.task_lengths_of(*args).cpu(), expected)
+    env = BatchedGridPinpad(256, autoreset=True, seed=1, layout_pool=128, device="cuda")
+    env.reset()
+    for _ in range(20):
+        env.step(torch.randint(4, (256,), device="cuda"))
+    assert (env.shortest_task_lengths(torch.arange(256, device="cuda")) <= 100).all()

@@ -75,6 +75,10 @@ class BatchedGridPinpad:
     (only the agent's one-hot moves): clone it to keep it past the next call.
     """
 
+    # Solvability checks of at most this many task legs run on the host when the env is on a
+    # GPU (see ``_task_lengths``); 0 keeps every check on the device.
+    host_search_max_legs: int = 8192
+
     def __init__(
         self,
         num_envs: int,
@@ -135,6 +139,10 @@ class BatchedGridPinpad:
         self._table_flat = self.table.reshape(-1)
         self._cell_rows = torch.arange(n, **long) * c
         self._agent_slots = torch.arange(n, **long) * self.obs_dim + self.channels - 1
+        self._agent_off, self._agent_on = (
+            torch.zeros(n, device=self.device),
+            torch.ones(n, device=self.device),
+        )
         self._colour_ids = torch.arange(num_colours, **long)
         # channel of each of the 13 placed things: colours, walls, then the agent
         self._channel_of = torch.arange(self.channels, **long)
@@ -143,6 +151,7 @@ class BatchedGridPinpad:
         rows, cols = cell_ids // size, cell_ids % size
         self._bits = torch.ones(c, **long) << (rows * self._stride + cols)
         self._board = int(self._bits.sum())
+        self._bits_host = self._bits.cpu()
 
     # -- layouts ---------------------------------------------------------------------------
     def _draw_cells(self, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -329,8 +338,12 @@ class BatchedGridPinpad:
         """:meth:`task_lengths_of` on (n, 13) cells: colours, walls, then the start."""
         stride = self._stride
         n, legs_per_task = tasks.shape
+        if cells.device.type != "cpu" and n * legs_per_task <= self.host_search_max_legs:
+            # On a GPU each search step is a dozen kernel launches whatever the batch size: the
+            # small rejection rounds are cheaper searched on the host (one copy each way).
+            return self._task_lengths(cells.cpu(), tasks.cpu(), check_every).to(cells.device)
         active = tasks >= 0
-        bit = self._bits.take(cells)
+        bit = (self._bits_host if cells.device.type == "cpu" else self._bits).take(cells)
         empty = self._board - bit[:, :-1].sum(1)  # distinct bits: subtracting them clears them
         target = bit.gather(1, tasks.clamp(min=0))  # colour k is column k
         origin = torch.cat([bit[:, -1:], target[:, :-1]], 1)
@@ -373,8 +386,10 @@ class BatchedGridPinpad:
         nxt = torch.where(self.wall.view(-1).index_select(0, rows + nxt), agent, nxt)
         moved = nxt != agent
         flat = self._obs.view(-1)
-        flat.index_fill_(0, self._agent_slots + agent * self.channels, 0.0)
-        flat.index_fill_(0, self._agent_slots + nxt * self.channels, 1.0)
+        # scatter_ from a tensor: as fast as index_fill_ on one thread, and not split across
+        # threads (on a busy machine a split op can wait a whole time slice for its other half)
+        flat.scatter_(0, self._agent_slots + agent * self.channels, self._agent_off)
+        flat.scatter_(0, self._agent_slots + nxt * self.channels, self._agent_on)
         self.agent = nxt
         self.t += 1
         colour = self.colour_at.view(-1).index_select(0, rows + nxt)
