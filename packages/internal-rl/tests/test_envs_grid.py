@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 
 from internal_rl.envs import GRID_ID, register_envs
 from internal_rl.envs.grid import GridLayout, GridPinpadEnv, observe
-from internal_rl.envs.grid_batched import CAUSES, BatchedGridPinpad
+from internal_rl.envs.grid_batched import CAUSES, BatchedGridPinpad, smallest_cells
 from internal_rl.envs.grid_paths import UNREACHABLE, shortest_task_length
 
 register_envs()
@@ -252,3 +252,15 @@ def test_cuda_task_lengths_match_cpu_searched_on_device_or_host():
     for _ in range(20):
         env.step(torch.randint(4, (256,), device="cuda"))
     assert (env.shortest_task_lengths(torch.arange(256, device="cuda")) <= 100).all()
+
+
+def test_smallest_cells_equal_topk_with_and_without_ties():
+    gen = torch.Generator().manual_seed(0)
+    for keys in (
+        torch.rand(3000, 49, generator=gen),  # torch.rand's keys: ties are rare
+        torch.randint(0, 20, (3000, 49), generator=gen) / 20,  # many ties: topk decides those rows
+        torch.rand(3000, 49, generator=gen) * 1e-7,  # distinct floats that truncate to the same integer
+    ):
+        expected = keys.topk(13, dim=1, largest=False, sorted=True).indices
+        assert torch.equal(smallest_cells(keys, 13), expected)
+    assert smallest_cells(torch.rand(0, 49), 13).shape == (0, 13)

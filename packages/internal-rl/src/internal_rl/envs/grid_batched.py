@@ -28,6 +28,30 @@ def _check_bits(size: int) -> int:
     return size + 1
 
 
+def smallest_cells(keys: torch.Tensor, k: int) -> torch.Tensor:
+    """``keys.topk(k, dim=1, largest=False, sorted=True).indices``, faster on the CPU.
+
+    The k smallest of 49 keys in order: the same cells as a full argsort, at a fraction of its
+    cost. On the CPU, numpy's vectorised int32 sort of ``key * 2**24 << 6 | column`` (exact for
+    ``torch.rand``'s floats, which are multiples of 2**-24) is several times faster than
+    ``topk``; rows where two of the k + 1 smallest keys tie (there ``topk``'s own order rules)
+    or truncate to the same integer are taken from ``topk`` itself, so the result is the same.
+    """
+    width = keys.shape[1]
+    if keys.device.type != "cpu" or width > 64:
+        return keys.topk(k, dim=1, largest=False, sorted=True).indices
+    columns = torch.arange(width, dtype=torch.int32)
+    order = np.sort((((keys * 2**24).to(torch.int32) << 6) | columns).numpy(), axis=1)
+    head = order[:, : min(k + 1, width)]
+    key = head >> 6
+    cells = torch.from_numpy((head[:, :k] & 63).astype(np.int64))
+    tied = np.flatnonzero((key[:, 1:] == key[:, :-1]).any(axis=1))
+    if len(tied):
+        rows = torch.from_numpy(tied)
+        cells[rows] = keys[rows].topk(k, dim=1, largest=False, sorted=True).indices
+    return cells
+
+
 def _search_legs(
     frontier: Any, free: Any, target: Any, leg: Any, lengths: Any, stride: int, steps: int, check_every: int
 ) -> None:
@@ -157,8 +181,7 @@ class BatchedGridPinpad:
     def _draw_cells(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """(count, 13) distinct cells: colours, walls, then the agent."""
         keys = torch.rand(count, self.num_cells, generator=generator, device=self.device)
-        # the smallest 13 of 49 keys in order: the same cells as a full argsort, at a fraction of its cost
-        return keys.topk(self.channels, dim=1, largest=False, sorted=True).indices
+        return smallest_cells(keys, self.channels)
 
     def _draw_solvable(self, task_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(len(task_ids), 13) cells, redrawing rows whose task does not fit the horizon.
