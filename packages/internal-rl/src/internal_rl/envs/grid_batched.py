@@ -29,7 +29,7 @@ def _check_bits(size: int) -> int:
 
 
 def smallest_cells(keys: torch.Tensor, k: int) -> torch.Tensor:
-    """``keys.topk(k, dim=1, largest=False, sorted=True).indices``, faster on the CPU.
+    """``keys.topk(k, dim=1, largest=False, sorted=True).indices`` for keys in [0, 1), faster on the CPU.
 
     The k smallest of 49 keys in order: the same cells as a full argsort, at a fraction of its
     cost. On the CPU, numpy's vectorised int32 sort of ``key * 2**24 << 6 | column`` (exact for
@@ -159,7 +159,8 @@ class BatchedGridPinpad:
         self._obs = torch.zeros(n, self.obs_dim, device=self.device)
         self._task_flat = self.tasks.reshape(-1)
         self._task_length = torch.zeros(n, **long)
-        # Flat-index helpers, so that per-step lookups are 1-D ``take``s instead of 2-D indexing.
+        # Flat-index helpers: per-step lookups are 1-D index_selects (2-D indexing, gather and
+        # take cost several times more per call on the CPU).
         self._table_flat = self.table.reshape(-1)
         self._cell_rows = torch.arange(n, **long) * c
         self._agent_slots = torch.arange(n, **long) * self.obs_dim + self.channels - 1
@@ -393,7 +394,7 @@ class BatchedGridPinpad:
         nxt = self.next_colours()
         return {
             "task_id": self.task_ids.clone(),
-            "subgoal": torch.where(nxt >= 0, nxt // 2, -1),
+            "subgoal": nxt // 2,  # floor division keeps the -1 of a finished task
             "next_colour": nxt,
             "colours_visited": self.progress.clone(),
             "subgoals_completed": self.progress // 2,
@@ -406,7 +407,8 @@ class BatchedGridPinpad:
         agent, rows = self.agent, self._cell_rows
         # 1-D index_select: several times cheaper on CPU than 2-D indexing, gather or take
         nxt = self._table_flat.index_select(0, agent * 4 + actions)
-        nxt = torch.where(self.wall.view(-1).index_select(0, rows + nxt), agent, nxt)
+        cell = rows + nxt
+        nxt = torch.where(self.wall.view(-1).index_select(0, cell), agent, nxt)
         moved = nxt != agent
         flat = self._obs.view(-1)
         # scatter_ from a tensor: as fast as index_fill_ on one thread, and not split across
@@ -415,7 +417,8 @@ class BatchedGridPinpad:
         flat.scatter_(0, self._agent_slots + nxt * self.channels, self._agent_on)
         self.agent = nxt
         self.t += 1
-        colour = self.colour_at.view(-1).index_select(0, rows + nxt)
+        # the colour where the move would lead: a blocked move does not count anyway
+        colour = self.colour_at.view(-1).index_select(0, cell)
         entered = moved & (colour >= 0)
         correct = entered & (colour == target)
         self.progress += correct
