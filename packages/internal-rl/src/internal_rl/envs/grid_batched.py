@@ -216,20 +216,25 @@ class BatchedGridPinpad:
         """
         o, w = self.num_colours, self.num_walls
         colours, walls, agent = cells[:, :o], cells[:, o : o + w], cells[:, -1]
-        old_colours, old_walls = self.colour_cells.index_select(0, ids), self.wall_cells.index_select(0, ids)
-        board = (ids * self.num_cells)[:, None]
-        colour_at, wall = self.colour_at.view(-1), self.wall.view(-1)
-        colour_at.index_fill_(0, (board + old_colours).view(-1), -1)
-        colour_at.index_copy_(
-            0, (board + colours).reshape(-1), self._colour_ids.expand_as(colours).reshape(-1)
+        old = torch.cat(
+            [
+                x.index_select(0, ids).view(len(ids), -1)
+                for x in (self.colour_cells, self.wall_cells, self.agent)
+            ],
+            1,
         )
-        wall.index_fill_(0, (board + old_walls).view(-1), False)
-        wall.index_fill_(0, (board + walls).reshape(-1), True)
+        # positions on the flat (env, cell) boards; the observation's are board * channels + channel
+        board = (ids * self.num_cells)[:, None]
+        old, new = board + old, board + cells
+        colour_at, wall = self.colour_at.view(-1), self.wall.view(-1)
+        colour_at.index_fill_(0, old[:, :o].reshape(-1), -1)
+        colour_at.index_copy_(0, new[:, :o].reshape(-1), self._colour_ids.expand_as(colours).reshape(-1))
+        wall.index_fill_(0, old[:, o : o + w].reshape(-1), False)
+        wall.index_fill_(0, new[:, o : o + w].reshape(-1), True)
         if self.layout_pool != 0:  # a drawing helper's envs are never observed
-            old = torch.cat([old_colours, old_walls, self.agent.index_select(0, ids)[:, None]], 1)
-            rows, obs = (ids * self.obs_dim)[:, None], self._obs.view(-1)
-            obs.index_fill_(0, (rows + old * self.channels + self._channel_of).view(-1), 0.0)
-            obs.index_fill_(0, (rows + cells * self.channels + self._channel_of).view(-1), 1.0)
+            obs = self._obs.view(-1)
+            obs.index_fill_(0, (old * self.channels + self._channel_of).view(-1), 0.0)
+            obs.index_fill_(0, (new * self.channels + self._channel_of).view(-1), 1.0)
         # lets cached per-layout data (the expert's fields) notice resets
         self.layout_version.index_add_(0, ids, torch.ones_like(ids))
         self.colour_cells.index_copy_(0, ids, colours)
