@@ -37,7 +37,7 @@ stage() {  # stage NAME SECONDS CMD...: run CMD under a time limit, log to OUT/N
 # shellcheck disable=SC2086  # PY may be several words
 stage env 60 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())'"
 stage gpu-tests 240 $PY -m pytest -o addopts= --import-mode=importlib -p no:cacheprovider --continue-on-collection-errors -ra -m gpu \
-    shared/tests packages/internal-rl/tests/test_pretrain.py
+    shared/tests packages/internal-rl/tests/test_pretrain.py packages/internal-rl/tests/test_envs_grid.py
 stage bench-grid 90 $PY tools/bench_internal_rl.py --device cuda --out "$OUT"
 stage bench-kernels 240 $PY tools/bench.py --out "$OUT"
 if [ -n "${DEADLINE:-}" ]; then  # data generation, the final evaluation and rollouts need ~2 min beyond training

@@ -237,6 +237,7 @@ def test_autoreset_keeps_observation_and_lookup_tables_in_step_with_the_state():
         assert env.wall[i].nonzero().squeeze(1).sort().values.tolist() == sorted(layout.wall_cells.tolist())
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_task_lengths_match_cpu_searched_on_device_or_host():
     cpu = BatchedGridPinpad(512, seed=8, require_solvable=False)
