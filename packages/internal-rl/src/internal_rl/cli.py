@@ -107,16 +107,39 @@ def rl(config: Annotated[RLPreset, tyro.conf.arg(name="")]) -> None:  # type: ig
 
 
 def reproduce(
-    config: Annotated[str, tyro.conf.arg(help="preset: tiny (CPU default) or paper (GPU settings)")] = "tiny",
+    config: Annotated[
+        str,
+        tyro.conf.arg(
+            help="preset: tiny (grid, CPU default), paper (grid, GPU settings), tiny-ant (ant, CPU smoke run) "
+            "or paper-ant (ant, GPU settings)"
+        ),
+    ] = "tiny",
     base_run: Path | None = None,
     run_root: Path = Path("runs"),
     num_threads: int = 1,
+    pretrain_data_dir: Annotated[
+        Path | None,
+        tyro.conf.arg(help="a generate-data dataset folder for pretraining, instead of generating episodes"),
+    ] = None,
+    discovery_data_dir: Annotated[
+        Path | None,
+        tyro.conf.arg(
+            help="a generate-data dataset folder for the clean data D*, instead of generating episodes"
+        ),
+    ] = None,
 ) -> None:
-    """Grid pipeline end to end: pretraining, probes, metacontrollers, internal RL and baselines, report."""
+    """Pipeline end to end (grid or ant): pretraining, probes, metacontrollers, internal RL, baselines, report."""
     if config not in _reproduce.PRESETS:
         raise SystemExit(f"unknown --config {config!r}; choose one of {sorted(_reproduce.PRESETS)}")
     cfg = _reproduce.PRESETS[config]()
-    cfg = dataclasses.replace(cfg, base_run=base_run, run_root=run_root, num_threads=num_threads)
+    cfg = dataclasses.replace(
+        cfg,
+        base_run=base_run,
+        run_root=run_root,
+        num_threads=num_threads,
+        pretrain_data_dir=pretrain_data_dir,
+        discovery_data_dir=discovery_data_dir,
+    )
     run_dir = _reproduce.reproduce(cfg)
     print(f"run: {run_dir}")
     print((run_dir / "report.md").read_text())

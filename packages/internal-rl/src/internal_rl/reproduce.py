@@ -1,4 +1,4 @@
-"""``internal-rl reproduce``: the whole pipeline on the gridworld, end to end (``make train-internal-rl``).
+"""``internal-rl reproduce``: the whole pipeline on gridworld- or ant-pinpad, end to end (``make train-internal-rl``).
 
 Stages: expert data + pretraining (or ``--base-run``), subgoal probes, metacontrollers (internal,
 forced switching beta = 1, co-trained) and the CompILE baseline on the same clean data, internal
@@ -8,6 +8,13 @@ with several seeds, an optional alpha sweep (rate-distortion), then ``results.js
 
 The default is a tiny, CPU-sized configuration; ``--config paper`` holds the paper's settings
 (30 runs = 10 base models x 3 metacontroller seeds, Tables A4/A9/A13) for GPU machines.
+
+``--config tiny-ant`` / ``paper-ant`` run the same stages on ant-pinpad (``env="ant"``; Tables
+A5/A10/A12/A14): a Hawk base model on gait-MPC controller episodes, probes on the clean data D*,
+the three metacontrollers and CompILE with a full linear controller, and internal RL in the
+ant's internal environment. Raw-action RL exists for the grid only, so it is not an ant method
+(``SKIPPED_ANT``, stated in the report). Ant success is also reported divided by the paper's
+expert score on the post-training task (0.7), as in Fig. 8b.
 """
 
 from __future__ import annotations
@@ -34,6 +41,13 @@ from latentforge.configs import config_to_dict
 from latentforge.runs import create_run_dir
 
 METHODS = ("internal-rl", "forced-switch", "cotrained", "compile", "raw-action")
+ANT_METHODS = ("internal-rl", "forced-switch", "cotrained", "compile")
+SKIPPED_ANT = {
+    "raw-action": "raw-action RL (C.4.1) is implemented for the gridworld's discrete actions only "
+    "(internal_rl.baselines); the ant runs the four internal-RL methods"
+}
+ANT_EXPERT_SUCCESS = 0.7
+"""Paper C.1.1: the ant PPO expert's success on the post-training task; Fig. 8b divides by it."""
 
 
 @dataclass
@@ -78,6 +92,16 @@ class ReproduceConfig:
     num_threads: int = 1
     run_root: Path = Path("runs")
     exp_name: str = "reproduce"
+    env: str = "grid"
+    """"grid" or "ant" (ant-pinpad: no raw-action method, success also divided by the expert's 0.7)."""
+    ant_horizon: int = 500
+    """Ant only: horizon T of the generated expert episodes (paper 500; RL's is ``rl.horizon``)."""
+    pretrain_config: _pretrain.PretrainConfig | None = None
+    """A full pretraining config instead of ``pretrain_preset`` (small tests, custom models)."""
+    pretrain_data_dir: Path | None = None
+    """A dataset folder (``internal-rl generate-data``) for pretraining instead of generating it."""
+    discovery_data_dir: Path | None = None
+    """A dataset folder for D* (discovery, CompILE, ant probes) instead of generating it."""
 
 
 def paper_config() -> ReproduceConfig:
@@ -103,7 +127,66 @@ def tiny_config() -> ReproduceConfig:
     return ReproduceConfig()
 
 
-PRESETS = {"tiny": tiny_config, "paper": paper_config}
+def paper_ant_config() -> ReproduceConfig:
+    """The paper's ant settings (GPU): 10 Hawk base models x 3 metacontrollers, Tables A5/A10/A12/A14."""
+    return ReproduceConfig(
+        env="ant",
+        pretrain_preset="paper-ant",
+        base_models=10,
+        probe_steps=8000,
+        discovery=_discovery.paper_ant_config(),
+        meta_seeds=3,
+        compile=_compile_rl.paper_ant_config(),
+        rl=_rl.paper_ant_config(),
+        rl_seeds=1,
+        methods=ANT_METHODS,
+        alpha_sweep=_discovery.ALPHA_GRID,
+        sweep_steps=32_000,
+        num_threads=0,
+    )
+
+
+def tiny_ant_config() -> ReproduceConfig:
+    """CPU ant smoke run (~6 min): 100-step episodes, 4 x 64 Hawk, 150-step metacontrollers, 2 x 4 RL iterations."""
+    # The gait-MPC controller costs ~0.035 s per primitive step here, so the expert episodes are
+    # cut to 100 steps (16 + 24 episodes: about 2 of the 6 minutes, measured at load 1-2 on 2
+    # cores). 100 steps rarely reach a colour: this preset checks the pipeline, not Fig. 8b.
+    from internal_rl.pretrain import ANT_ENV
+
+    horizon = 100
+    data = _pretrain.DataConfig(env_id=ANT_ENV, num_episodes=24, data_seed=2)
+    return ReproduceConfig(
+        env="ant",
+        ant_horizon=horizon,
+        pretrain_preset="tiny-ant",
+        probe_steps=300,
+        discovery=dataclasses.replace(
+            _discovery.paper_ant_config(), data=data, steps=150, batch_size=8, log_every=25,
+            eval_every=75, checkpoint_every=150, eval_episodes=4,
+        ),
+        compile=dataclasses.replace(
+            _compile_rl.paper_ant_config(),
+            compile=dataclasses.replace(_compile_rl.paper_ant_config().compile, steps=150, batch_size=8,
+                                        log_every=25),
+            data=data, eval_episodes=4,
+        ),
+        rl=dataclasses.replace(
+            _rl.paper_ant_config(), ppo=_rl.PPOConfig(lr=3e-4), policy_width=64, steps=4, batch_size=8,
+            horizon=horizon, checkpoint_every=4,
+        ),
+        rl_seeds=2,
+        methods=ANT_METHODS,
+        alpha_sweep=(0.0, 1.0),
+        sweep_steps=100,
+    )  # fmt: skip
+
+
+PRESETS = {
+    "tiny": tiny_config,
+    "paper": paper_config,
+    "tiny-ant": tiny_ant_config,
+    "paper-ant": paper_ant_config,
+}
 
 
 def _load() -> str:
@@ -113,8 +196,37 @@ def _load() -> str:
         return "n/a"
 
 
+def load_env_data(cfg: ReproduceConfig, data_cfg: _pretrain.DataConfig) -> Any:
+    """Expert episodes for ``data_cfg``; ant episodes generated here last ``cfg.ant_horizon`` steps."""
+    if cfg.env != "ant" or data_cfg.data_dir is not None:
+        return _pretrain.load_data(data_cfg)
+    from internal_rl.data import generate_trajectories
+
+    return generate_trajectories(
+        data_cfg.env_id,
+        data_cfg.task_set,
+        num_episodes=data_cfg.num_episodes,
+        seed=data_cfg.data_seed,
+        epsilon=data_cfg.epsilon,
+        env_kwargs={"horizon": cfg.ant_horizon},
+    )
+
+
+def _check_env(cfg: ReproduceConfig, what: str, env_id: str) -> None:
+    want = _pretrain.ANT_ENV if cfg.env == "ant" else _pretrain.GRID_ENV
+    if env_id != want:
+        raise ValueError(f"env={cfg.env!r} but the {what} data is {env_id}; use the {cfg.env} presets")
+
+
 def reproduce(cfg: ReproduceConfig) -> Path:
     """Run every stage; returns the run folder holding results.json, report.md and the figures."""
+    if cfg.env not in ("grid", "ant"):
+        raise ValueError(f"env must be 'grid' or 'ant', got {cfg.env!r}")
+    ant = cfg.env == "ant"
+    methods = tuple(m for m in cfg.methods if not (ant and m in SKIPPED_ANT))
+    _check_env(cfg, "discovery", cfg.discovery.data.env_id)
+    if "compile" in methods:
+        _check_env(cfg, "CompILE", cfg.compile.data.env_id)
     t0, load_start = time.perf_counter(), _load()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
@@ -122,6 +234,10 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     stage_root = run_dir / "stages"
     common = {"run_root": stage_root, "num_threads": cfg.num_threads}
     results: dict[str, Any] = {"command": "internal-rl reproduce " + " ".join(sys.argv[2:]), "timings": {}}
+    if ant:  # (grid results.json keeps its keys)
+        results["env"] = "ant"
+        results["skipped"] = dict(SKIPPED_ANT)
+        results["success_normaliser"] = ANT_EXPERT_SUCCESS
 
     def timed(name: str, start: float) -> None:
         results["timings"][name] = time.perf_counter() - start
@@ -135,27 +251,48 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         found = Path(cfg.base_run) / "results.json"
         base_metrics = json.loads(found.read_text()) if found.is_file() else {}
     else:
+        pretrain_data = None  # ant: generated once, shared by the base models (grid: each regenerates)
         for k in range(cfg.base_models):
-            pcfg = _pretrain.PRESETS[cfg.pretrain_preset]()
+            pcfg = cfg.pretrain_config or _pretrain.PRESETS[cfg.pretrain_preset]()
             pcfg = dataclasses.replace(pcfg, seed=cfg.seed + k, **common)
             if cfg.pretrain_steps is not None:
                 pcfg = dataclasses.replace(pcfg, steps=cfg.pretrain_steps)
-            out = _pretrain.pretrain(pcfg)
+            if cfg.pretrain_data_dir is not None:
+                pcfg = dataclasses.replace(
+                    pcfg, data=dataclasses.replace(pcfg.data, data_dir=cfg.pretrain_data_dir)
+                )
+            _check_env(cfg, "pretraining", pcfg.data.env_id)
+            if ant and pretrain_data is None:
+                pretrain_data = load_env_data(cfg, pcfg.data)
+            out = _pretrain.pretrain(pcfg, data=pretrain_data)
             base_runs.append(out.run_dir)
             base_metrics = out.metrics
     timed("pretrain", start)
     results["base_run"], results["base"] = str(base_runs[0]), base_metrics
+
+    # The clean data D* of every method; the ant loads it first because its probes reuse it
+    # (labelled ant episodes are expensive), the grid probes draw their own layouts.
+    dcfg = dataclasses.replace(cfg.discovery, **common)
+    if cfg.discovery_data_dir is not None:
+        dcfg = dataclasses.replace(dcfg, data=dataclasses.replace(dcfg.data, data_dir=cfg.discovery_data_dir))
+    data = None
+    if ant:
+        start = time.perf_counter()
+        data = load_env_data(cfg, dataclasses.replace(dcfg.data, epsilon=0.0))
+        timed("discovery_data", start)
 
     # probes on the (first) base model
     figures: list[str] = []
     if cfg.probe:
         start = time.perf_counter()
         pc = _probe.tiny_probe_config()
+        probe_data = dataclasses.replace(pc.data, num_episodes=cfg.probe_episodes)
+        if ant:
+            probe_data = dataclasses.replace(dcfg.data, epsilon=0.0, eval_fraction=pc.data.eval_fraction)
         pc = dataclasses.replace(
-            pc, run=base_runs[0], checkpoints="latest", steps=cfg.probe_steps,
-            data=dataclasses.replace(pc.data, num_episodes=cfg.probe_episodes), **common,
+            pc, run=base_runs[0], checkpoints="latest", steps=cfg.probe_steps, data=probe_data, **common,
         )  # fmt: skip
-        pr = _probe.probe(pc)
+        pr = _probe.probe(pc, data=data)
         acc = list(pr.accuracy.values())[-1]
         results["probe"] = {"accuracy": acc, "chance": pr.chance}
         plot_probe(acc, pr.chance, run_dir / "probe_accuracy.png")
@@ -163,10 +300,10 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         timed("probe", start)
 
     # 3. metacontrollers: one clean dataset (D*) shared by every method
-    start = time.perf_counter()
-    dcfg = dataclasses.replace(cfg.discovery, **common)
-    data = _pretrain.load_data(dataclasses.replace(dcfg.data, epsilon=0.0))
-    timed("discovery_data", start)
+    if data is None:
+        start = time.perf_counter()
+        data = load_env_data(cfg, dataclasses.replace(dcfg.data, epsilon=0.0))
+        timed("discovery_data", start)
     variants = {
         "internal-rl": dcfg,
         "forced-switch": dataclasses.replace(dcfg, meta=dataclasses.replace(dcfg.meta, forced_switch=True)),
@@ -175,7 +312,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     metas: dict[str, list[Any]] = {}
     results["discovery"] = {}
     for name, vcfg in variants.items():
-        if name not in cfg.methods:
+        if name not in methods:
             continue
         start = time.perf_counter()
         for b, base_run in enumerate(base_runs):
@@ -193,7 +330,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
 
     # CompILE (C.4.3) replaces the metacontroller on the same base models and D*; internal RL
     # then acts on its codes through the periodic-switch adapter (see compile_rl).
-    if "compile" in cfg.methods:
+    if "compile" in methods:
         start = time.perf_counter()
         ccfg = dataclasses.replace(cfg.compile, **common)
         for b, base_run in enumerate(base_runs):
@@ -245,7 +382,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     results["rl"] = {}
     curves: dict[str, list[list[float]]] = {}
     episodes: list[int] = []
-    for name in cfg.methods:
+    for name in methods:
         start = time.perf_counter()
         entry: dict[str, Any] = {"metrics": [], "decisions": [], "episodes": []}
         models = metas.get(name, [None]) if name != "raw-action" else [None]
@@ -266,8 +403,16 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                 episodes = out.episodes
         results["rl"][name] = entry
         timed(f"rl_{name}", start)
-    plot_success_curves(curves, episodes, run_dir / "success_vs_episodes.png",
-                        f"post-training task {results['rl_task']} (median, 25-75%)")  # fmt: skip
+    if ant:  # Fig. 8b: success divided by the expert's
+        normalised = {k: [[x / ANT_EXPERT_SUCCESS for x in run] for run in v] for k, v in curves.items()}
+        results["curves_normalised"] = normalised
+        plot_success_curves(normalised, episodes, run_dir / "success_vs_episodes.png",
+                            f"ant post-training task {results['rl_task']} (median, 25-75%)",
+                            ylabel=f"success / expert's {ANT_EXPERT_SUCCESS}",
+                            ymax=1.02 / ANT_EXPERT_SUCCESS)  # fmt: skip
+    else:
+        plot_success_curves(curves, episodes, run_dir / "success_vs_episodes.png",
+                            f"post-training task {results['rl_task']} (median, 25-75%)")  # fmt: skip
     figures.append("success_vs_episodes.png")
 
     results["diagnosis"] = diagnose(results)
@@ -289,6 +434,11 @@ def diagnose(results: dict[str, Any]) -> list[str]:
         out.append(
             f"- Base model held-out action accuracy {acc:.3f} (the 'repeat the previous move' reference is about 0.47, "
             "chance 0.25; see the Base models section of the package README)."
+        )
+    elif results["base"].get("eval/action_nll") is not None:
+        out.append(
+            f"- Base model held-out action NLL {results['base']['eval/action_nll']:.3f} nats per step "
+            "(Gaussian head over the ant's 8 torques; lower is better)."
         )
     if results.get("probe"):
         p = results["probe"]
@@ -319,9 +469,12 @@ def diagnose(results: dict[str, Any]) -> list[str]:
             f"{c['eval/random_alignment_f1']:.3f} for random boundaries; internal RL on its codes switches every "
             f"{c['rl_switch_every']} primitive steps (it has no causal switching unit)."
         )
+    scale = results.get("success_normaliser")
     for name, r in results["rl"].items():
         fin = [m["final_success"] for m in r["metrics"]]
-        out.append(
-            f"- {name}: final success median {float(sorted(fin)[len(fin) // 2]):.3f} over {len(fin)} runs."
-        )
+        med = float(sorted(fin)[len(fin) // 2])
+        norm = f" ({med / scale:.3f} of the expert's {scale})" if scale else ""
+        out.append(f"- {name}: final success median {med:.3f}{norm} over {len(fin)} runs.")
+    for name, why in results.get("skipped", {}).items():
+        out.append(f"- {name}: not run ({why}).")
     return out
