@@ -13,9 +13,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from latentforge.runs import read_metrics  # noqa: E402
+from latentforge.runs import read_metrics
 
 
 def eval_curve(run: Path, key: str) -> tuple[list[int], list[float]]:

@@ -24,7 +24,7 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     results = {
         "command": "internal-rl reproduce", "seconds": 10.0, "load_start": "1", "load_end": "2",
         "base_run": "x", "base": {"eval/action_accuracy": 0.55},
-        "probe": {"accuracy": [0.25, 0.26], "chance": 0.27},
+        "probe": {"accuracy": [0.25, 0.26], "chance": 0.27, "history_baseline": 0.7},
         "discovery": {"internal-rl": meta, "compile": compile_entry}, "rl_task": "posttrain", "rl": {"internal-rl": rl_entry},
     }  # fmt: skip
     results["diagnosis"] = diagnose(results)
@@ -36,6 +36,7 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     assert "| 0.1 | 0.3 | 1.100 | 0.020 | 3.50 | 2.00 | 0.250 | 0.200 | 10 |" in report
     assert "| compile | 0.1 |" not in report  # CompILE has no gate: not a row of the metacontroller table
     assert "switches every 10 primitive steps" in text
+    assert "last colour entered decodes the subgoal at 0.700" in text
     plot_success_curves({"a": [[0.0, 0.5], [0.1, 0.3]]}, [4, 8], tmp_path / "s.png", "t")
     plot_beta(torch.rand(10), torch.zeros(10, dtype=torch.bool), 10, tmp_path / "b.png", "t")
     assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
@@ -74,6 +75,7 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     for entry in results["rl"].values():
         assert len(entry["metrics"]) == 2 and entry["episodes"][-1] == 8
     assert len(results["probe"]["accuracy"]) == 5  # embeddings + 4 layers of the tiny model
+    assert results["probe"]["history_baseline"] > results["probe"]["chance"]
     assert [p["alpha"] for p in results["rate_distortion"]] == [0.0, 1.0]
     assert results["discovery"]["forced-switch"]["eval/beta_quasi_binary"] == 1.0
     report = (run_dir / "report.md").read_text()

@@ -119,7 +119,9 @@ def test_internal_rl_trains_on_the_ant_when_the_base_model_is_continuous(tmp_pat
     from internal_rl.backbone import ant_backbone_config
 
     torch.manual_seed(0)
-    base = Backbone(ant_backbone_config(n_layers=2, d_model=16, n_heads=2, mlp_hidden=32, lru_width=16, obs_dim=41))
+    base = Backbone(
+        ant_backbone_config(n_layers=2, d_model=16, n_heads=2, mlp_hidden=32, lru_width=16, obs_dim=41)
+    )
     model = ControlledModel(base, Metacontroller(16, MetacontrollerConfig(rank=0))).eval()
     cfg = _rl_cfg(tmp_path, 2, threshold=1.01)  # beta never reaches 1.01: one code per episode
     cfg = dataclasses.replace(cfg, batch_size=2, horizon=12)

@@ -193,7 +193,9 @@ def history_baseline(train: Any, held_out: Any) -> float | None:
     x_train, y_train = x_train[keep_train], train.subgoals[keep_train]
     n_classes = int(max(train.subgoals.max(), held_out.subgoals.max())) + 1
     n_values = int(max(x_train.max(), x_test.max())) + 1
-    counts = torch.zeros(n_values, n_classes).index_put_((x_train, y_train), torch.ones(len(y_train)), accumulate=True)
+    counts = torch.zeros(n_values, n_classes).index_put_(
+        (x_train, y_train), torch.ones(len(y_train)), accumulate=True
+    )
     table = counts.argmax(-1)
     return float((table[x_test[keep_test]] == held_out.subgoals[keep_test]).float().mean())
 
@@ -304,4 +306,6 @@ def probe(cfg: ProbeConfig, data: Any = None) -> ProbeResult:
         title=f"subgoal probes ({data.env_id})",
         history=summary["history_baseline"],
     )
-    return ProbeResult(run_dir=run_dir, accuracy=results, chance=chance, history_baseline=summary["history_baseline"])
+    return ProbeResult(
+        run_dir=run_dir, accuracy=results, chance=chance, history_baseline=summary["history_baseline"]
+    )

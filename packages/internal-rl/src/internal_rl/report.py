@@ -66,12 +66,14 @@ def plot_beta(beta: torch.Tensor, truth: torch.Tensor, length: int, path: Path, 
     plt.close(fig)
 
 
-def plot_probe(accuracy: list[float], chance: float, path: Path) -> None:
-    """Fig. 3b: held-out subgoal-probe accuracy by layer."""
+def plot_probe(accuracy: list[float], chance: float, path: Path, history: float | None = None) -> None:
+    """Fig. 3b: held-out subgoal-probe accuracy by layer (``history``: the last-visited-colour lookup)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(range(len(accuracy)), accuracy, marker="o", label="linear probe")
     ax.axhline(chance, color="grey", ls="--", label="majority class")
+    if history is not None:
+        ax.axhline(history, color="black", ls=":", label="last visited colour (lookup)")
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("held-out accuracy")
     ax.legend()

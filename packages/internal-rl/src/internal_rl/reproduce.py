@@ -294,8 +294,8 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         )  # fmt: skip
         pr = _probe.probe(pc, data=data)
         acc = list(pr.accuracy.values())[-1]
-        results["probe"] = {"accuracy": acc, "chance": pr.chance}
-        plot_probe(acc, pr.chance, run_dir / "probe_accuracy.png")
+        results["probe"] = {"accuracy": acc, "chance": pr.chance, "history_baseline": pr.history_baseline}
+        plot_probe(acc, pr.chance, run_dir / "probe_accuracy.png", history=pr.history_baseline)
         figures.append("probe_accuracy.png")
         timed("probe", start)
 
@@ -447,6 +447,9 @@ def diagnose(results: dict[str, Any]) -> list[str]:
         out.append(f"- Best subgoal-probe accuracy {best:.3f} vs chance {p['chance']:.3f}: {verdict} chance, "
                    + ("the base model holds a linearly decodable subgoal belief." if verdict == "above"
                       else "the base model shows no linearly decodable subgoal belief (not compositional yet)."))  # fmt: skip
+        if p.get("history_baseline") is not None:
+            out.append(f"- A lookup table from the last colour entered decodes the subgoal at {p['history_baseline']:.3f}: "
+                       "what a model that tracked its progress through the task could offer a probe.")  # fmt: skip
     d = results["discovery"].get("internal-rl")
     if d:
         sw, true = d["eval/switches_per_episode"], d["eval/true_boundaries_per_episode"]
