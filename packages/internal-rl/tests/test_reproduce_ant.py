@@ -16,8 +16,8 @@ def test_paper_ant_preset_holds_the_papers_ant_settings():
     cfg = PRESETS["paper-ant"]()
     assert cfg.env == "ant"
     assert cfg.base_models * cfg.meta_seeds == 30  # Fig. 8: 10 base models x 3 metacontrollers
-    assert "raw-action" not in cfg.methods
-    assert set(cfg.methods) == {"internal-rl", "forced-switch", "cotrained", "compile"}
+    # all five methods, raw-action RL (C.4.1) on the base model's Gaussian torques included
+    assert set(cfg.methods) == {"internal-rl", "forced-switch", "cotrained", "compile", "raw-action"}
     # Table A5: Hawk 8 x 256, MLP 512, lambda 10, 204,800 steps x batch 512, AdamW 3e-4, wd 0.03
     p = pretrain.PRESETS[cfg.pretrain_preset]()
     assert p.data.env_id == "internal_rl/AntPinpad-v0"
@@ -59,6 +59,7 @@ def test_grid_presets_stay_grid_and_the_cli_lists_the_ant_presets():
         assert cfg.env == "grid" and "raw-action" in cfg.methods
     tiny_ant = PRESETS["tiny-ant"]()
     assert tiny_ant.env == "ant" and tiny_ant.rl.horizon == tiny_ant.ant_horizon
+    assert tiny_ant.methods == PRESETS["tiny"]().methods  # the ant runs the grid's five methods
     assert pretrain.PRESETS[tiny_ant.pretrain_preset]().data.env_id == ANT_ENV
     assert tiny_ant.discovery.meta.rank == 0 and tiny_ant.compile.compile.rank == 0
     with pytest.raises(SystemExit, match="paper-ant"):
@@ -80,7 +81,7 @@ def test_ant_env_with_grid_data_is_refused_before_any_stage_runs(tmp_path):
     assert not (tmp_path / "internal-rl").exists()
 
 
-def test_ant_report_normalises_by_the_expert_and_says_why_raw_action_is_missing(tmp_path):
+def test_ant_report_normalises_by_the_expert(tmp_path):
     meta = {"eval/action_nll": 5.1, "eval/kl": 0.4, "eval/switches_per_episode": 2.0,
             "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.9, "eval/random_alignment_f1": 0.2,
             "eval/beta_quasi_binary": 0.95, "alpha": 0.1}  # fmt: skip
@@ -88,19 +89,19 @@ def test_ant_report_normalises_by_the_expert_and_says_why_raw_action_is_missing(
                 "final_success": 0.49}], "decisions": [[3.0], [5.0]], "episodes": [256, 512]}  # fmt: skip
     results = {
         "command": "internal-rl reproduce --config tiny-ant", "seconds": 1.0, "load_start": "1", "load_end": "1",
-        "env": "ant", "success_normaliser": 0.7, "skipped": {"raw-action": "grid only"},
+        "env": "ant", "success_normaliser": 0.7,
         "base_run": "x", "base": {"eval/action_nll": 3.25}, "discovery": {"internal-rl": meta},
         "rl_task": "posttrain", "rl": {"internal-rl": rl_entry},
     }  # fmt: skip
     results["diagnosis"] = diagnose(results)
     text = "\n".join(results["diagnosis"])
-    assert "action NLL 3.250" in text and "raw-action: not run (grid only)" in text
+    assert "action NLL 3.250" in text and "not run" not in text
     assert "final success median 0.490 (0.700 of the expert's 0.7)" in text
     write_report(tmp_path / "report.md", results)
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# internal-rl reproduce (ant-pinpad)")
     assert "held-out action NLL 3.250 nats per step" in report and "nan" not in report
-    assert "## Not run" in report and "- raw-action: grid only." in report
+    assert "## Not run" not in report
     # median 0.07 / 0.42 raw; divided by 0.7: 0.1 / 0.6
     assert (
         "| internal-rl | 2 | 512 | 0.070 [0.070, 0.070] | 0.420 [0.350, 0.490] | 0.100 | 0.600 | 4.0 |"
@@ -132,16 +133,15 @@ def test_ant_reproduce_end_to_end_on_short_episodes(tmp_path):
         rl=dataclasses.replace(rl.paper_ant_config(), steps=1, batch_size=2, horizon=horizon, policy_width=16,
                                checkpoint_every=1),
         rl_seeds=1,
-        methods=("internal-rl", "forced-switch", "cotrained", "compile", "raw-action"),  # raw-action: skipped
         alpha_sweep=(0.0, 1.0),
         sweep_steps=1,
         run_root=tmp_path,
     )  # fmt: skip
     run_dir = reproduce(cfg)
     results = json.loads((run_dir / "results.json").read_text())
-    ant_methods = {"internal-rl", "forced-switch", "cotrained", "compile"}
+    ant_methods = {"internal-rl", "forced-switch", "cotrained", "compile", "raw-action"}
     assert results["env"] == "ant" and set(results["rl"]) == ant_methods == set(results["curves"])
-    assert "raw-action" in results["skipped"]
+    assert "skipped" not in results
     for name in ant_methods:
         assert len(results["curves"][name]) == 1 and len(results["curves"][name][0]) == 1
         raw, norm = results["curves"][name][0][0], results["curves_normalised"][name][0][0]
@@ -155,6 +155,8 @@ def test_ant_reproduce_end_to_end_on_short_episodes(tmp_path):
     probe_cfg = json.loads(next((run_dir / "stages" / "internal-rl").glob("*probe*/config.json")).read_text())
     assert probe_cfg["data"]["env_id"] == ANT_ENV  # the ant probes read the ant's D*
     report = (run_dir / "report.md").read_text()
-    assert "(ant-pinpad)" in report and "- raw-action:" in report and "| internal-rl | 1 | 2 |" in report
+    assert "(ant-pinpad)" in report and "## Not run" not in report
+    assert "| internal-rl | 1 | 2 |" in report and "| raw-action | 1 | 2 |" in report
+    assert "- raw-action: final success median" in report
     for name in results["figures"]:
         assert (run_dir / name).stat().st_size > 1000

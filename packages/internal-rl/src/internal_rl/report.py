@@ -121,8 +121,6 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         f"Pretraining run: `{results['base_run']}`; {base_line}.",
         "",
     ]
-    if results.get("skipped"):
-        lines += ["## Not run", "", *(f"- {k}: {why}." for k, why in results["skipped"].items()), ""]
     if results.get("probe"):
         p = results["probe"]
         lines += [

@@ -11,10 +11,9 @@ The default is a tiny, CPU-sized configuration; ``--config paper`` holds the pap
 
 ``--config tiny-ant`` / ``paper-ant`` run the same stages on ant-pinpad (``env="ant"``; Tables
 A5/A10/A12/A14): a Hawk base model on gait-MPC controller episodes, probes on the clean data D*,
-the three metacontrollers and CompILE with a full linear controller, and internal RL in the
-ant's internal environment. Raw-action RL exists for the grid only, so it is not an ant method
-(``SKIPPED_ANT``, stated in the report). Ant success is also reported divided by the paper's
-expert score on the post-training task (0.7), as in Fig. 8b.
+the three metacontrollers and CompILE with a full linear controller, internal RL in the
+ant's internal environment, and raw-action RL on the base model's Gaussian torques. Ant success
+is also reported divided by the paper's expert score on the post-training task (0.7), as in Fig. 8b.
 """
 
 from __future__ import annotations
@@ -41,11 +40,6 @@ from latentforge.configs import config_to_dict
 from latentforge.runs import create_run_dir
 
 METHODS = ("internal-rl", "forced-switch", "cotrained", "compile", "raw-action")
-ANT_METHODS = ("internal-rl", "forced-switch", "cotrained", "compile")
-SKIPPED_ANT = {
-    "raw-action": "raw-action RL (C.4.1) is implemented for the gridworld's discrete actions only "
-    "(internal_rl.baselines); the ant runs the four internal-RL methods"
-}
 ANT_EXPERT_SUCCESS = 0.7
 """Paper C.1.1: the ant PPO expert's success on the post-training task; Fig. 8b divides by it."""
 
@@ -93,7 +87,7 @@ class ReproduceConfig:
     run_root: Path = Path("runs")
     exp_name: str = "reproduce"
     env: str = "grid"
-    """"grid" or "ant" (ant-pinpad: no raw-action method, success also divided by the expert's 0.7)."""
+    """"grid" or "ant" (ant-pinpad: success also divided by the expert's 0.7)."""
     ant_horizon: int = 500
     """Ant only: horizon T of the generated expert episodes (paper 500; RL's is ``rl.horizon``)."""
     pretrain_config: _pretrain.PretrainConfig | None = None
@@ -139,7 +133,6 @@ def paper_ant_config() -> ReproduceConfig:
         compile=_compile_rl.paper_ant_config(),
         rl=_rl.paper_ant_config(),
         rl_seeds=1,
-        methods=ANT_METHODS,
         alpha_sweep=_discovery.ALPHA_GRID,
         sweep_steps=32_000,
         num_threads=0,
@@ -175,7 +168,6 @@ def tiny_ant_config() -> ReproduceConfig:
             horizon=horizon, checkpoint_every=4,
         ),
         rl_seeds=2,
-        methods=ANT_METHODS,
         alpha_sweep=(0.0, 1.0),
         sweep_steps=100,
     )  # fmt: skip
@@ -223,7 +215,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     if cfg.env not in ("grid", "ant"):
         raise ValueError(f"env must be 'grid' or 'ant', got {cfg.env!r}")
     ant = cfg.env == "ant"
-    methods = tuple(m for m in cfg.methods if not (ant and m in SKIPPED_ANT))
+    methods = tuple(cfg.methods)
     _check_env(cfg, "discovery", cfg.discovery.data.env_id)
     if "compile" in methods:
         _check_env(cfg, "CompILE", cfg.compile.data.env_id)
@@ -236,7 +228,6 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     results: dict[str, Any] = {"command": "internal-rl reproduce " + " ".join(sys.argv[2:]), "timings": {}}
     if ant:  # (grid results.json keeps its keys)
         results["env"] = "ant"
-        results["skipped"] = dict(SKIPPED_ANT)
         results["success_normaliser"] = ANT_EXPERT_SUCCESS
 
     def timed(name: str, start: float) -> None:
@@ -478,6 +469,4 @@ def diagnose(results: dict[str, Any]) -> list[str]:
         med = float(sorted(fin)[len(fin) // 2])
         norm = f" ({med / scale:.3f} of the expert's {scale})" if scale else ""
         out.append(f"- {name}: final success median {med:.3f}{norm} over {len(fin)} runs.")
-    for name, why in results.get("skipped", {}).items():
-        out.append(f"- {name}: not run ({why}).")
     return out
