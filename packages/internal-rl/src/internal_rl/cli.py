@@ -30,6 +30,13 @@ def _presets(presets: dict) -> object:
     )
 
 
+def _print_run(result: object) -> None:
+    """The run folder and final metrics of a training command's result."""
+    print(f"run: {result.run_dir}")  # type: ignore[attr-defined]
+    for key, value in result.metrics.items():  # type: ignore[attr-defined]
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
 PretrainPreset = _presets(_pretrain.PRESETS)
 ProbePreset = _presets(_probe.PRESETS)
 
@@ -43,9 +50,7 @@ RLPreset = _presets(_rl.PRESETS)
 def pretrain(config: Annotated[PretrainPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
     """Pretrain a base model on expert sequences: pick a preset (tiny, tiny-ant, paper-grid, paper-ant), then override fields."""
     result = _pretrain.pretrain(config)
-    print(f"run: {result.run_dir}")
-    for key, value in result.metrics.items():
-        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    _print_run(result)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
@@ -83,27 +88,21 @@ def eval_ant_controller(task_set: str = "pretrain", episodes: int = 20, seed: in
 def metacontroller(config: Annotated[DiscoveryPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
     """Train a metacontroller on a frozen base model (preset tiny, paper-grid or paper-ant; set --base-run)."""
     result = _discovery.train_metacontroller(config)
-    print(f"run: {result.run_dir}")
-    for key, value in result.metrics.items():
-        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    _print_run(result)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def compile(config: Annotated[CompilePreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
     """Train the CompILE baseline on a frozen base model (preset tiny, paper-grid or paper-ant; set --base-run)."""
     result = _compile_rl.train_compile_run(config)
-    print(f"run: {result.run_dir}")
-    for key, value in result.metrics.items():
-        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    _print_run(result)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def rl(config: Annotated[RLPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
     """Internal RL over latent codes (preset tiny, paper-grid or paper-ant; set --metacontroller-run or --compile-run)."""
     result = _rl.train_internal_rl(config)
-    print(f"run: {result.run_dir}")
-    for key, value in result.metrics.items():
-        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    _print_run(result)
 
 
 def reproduce(
