@@ -6,13 +6,25 @@ Backends:
   ground truth; forward and backward on every device.
 - ``flex``: ``flex_attention`` with the :func:`bottleneck_block_mask`, so fully masked blocks are skipped.
   Compiled on CUDA. On CPU PyTorch runs it unfused and forward-only (no backward), so it is for checks there.
-- ``auto``: on CUDA, ``flex`` except for training below :data:`FLEX_TRAINING_MIN_KEYS` keys, where
-  ``reference`` is faster; ``reference`` on CPU (where the unfused flex is slower and cannot backprop).
-  Measured on an H200 (``benchmarks/results/nvidia-h200.md``, bf16, stage 1): flex's forward is 1.1-1.5x the
-  reference at 1K-4K tokens and 3.0x at 16K, but forward+backward is 0.35-0.84x up to 4K and 1.17-1.52x at 16K.
+- ``split``: no mask at all; two ``is_causal=True`` SDPA calls (the sequence without padding, and the sequence
+  without padding and image tokens) whose rows are assembled exactly (:mod:`.bottleneck_split`). Forward and
+  backward on every device, through PyTorch's fused causal kernels (FlashAttention on CUDA).
+- ``auto``: on CUDA, ``split`` whenever there are as many queries as keys (training, prefill); with fewer
+  queries (decoding with a KV cache) ``flex``, except for training below :data:`FLEX_TRAINING_MIN_KEYS` keys,
+  where ``reference`` is faster. ``reference`` on CPU (the ground truth, and the path the CPU pipelines were
+  measured with; ``split`` is an explicit choice there).
 
-No hand-written Triton attention kernel: flex already skips the masked blocks, and at the lengths where it
-loses (training at <= 4K tokens) the dense reference is the faster path anyway.
+Why ``split`` is the CUDA default, and what is still owed: measured on an H200 (``benchmarks/results/
+nvidia-h200.md``, bf16, stage 1), flex's forward is 1.1-1.5x the dense reference at 1K-4K tokens and 3.0x at
+16K, but its forward+backward is 0.35-0.84x up to 4K and 1.17-1.52x at 16K. The dense-mask reference computes
+every (query, key) pair of the ``S x S`` square with the memory-efficient kernel; ``split`` hands FlashAttention
+only causal triangles covering about 1.1x the allowed pairs (density ~0.3 in those layouts, so ~1/3 of the
+square), so it is expected to beat both at every benchmarked length, forward and backward. That expectation
+is not a measurement: the H200 rerun of ``tools/bench.py`` (``split`` and ``causal`` rows, through
+``tools/gpu_checks.sh``) is owed, and the rule above is to be revisited with it. On CPU ``split`` was measured
+against the reference in ``benchmarks/results/cpu.md``.
+
+No hand-written Triton attention kernel: ``split`` reuses the fused causal kernels, and flex covers the rest.
 """
 
 from __future__ import annotations
@@ -25,9 +37,10 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from latentforge.kernels.bottleneck_mask import bottleneck_block_mask, bottleneck_mask
+from latentforge.kernels.bottleneck_split import split_bottleneck_attention
 from latentforge.kernels.roles import parse_stage, validate_roles
 
-BACKENDS = ("auto", "reference", "flex")
+BACKENDS = ("auto", "reference", "flex", "split")
 FLEX_TRAINING_MIN_KEYS = 16384
 """``auto`` trains with flex only from this many keys on (H200: flex fwd+bwd is slower at 4K, faster at 16K)."""
 
@@ -53,13 +66,19 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"more queries ({q.shape[2]}) than keys ({k.shape[2]})")
 
 
-def resolve_backend(backend: str, device: torch.device, *, training: bool = False, keys: int = 0) -> str:
+def resolve_backend(
+    backend: str, device: torch.device, *, training: bool = False, keys: int = 0, queries: int | None = None
+) -> str:
     """The concrete backend ``backend`` means on ``device``, for a call that needs gradients (``training``)
-    over ``keys`` key positions."""
+    with ``queries`` query positions (default: as many as keys) over ``keys`` key positions."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}: expected one of {BACKENDS}")
     if backend == "auto":
-        if device.type != "cuda" or (training and keys < FLEX_TRAINING_MIN_KEYS):
+        if device.type != "cuda":
+            return "reference"
+        if queries is None or queries == keys:
+            return "split"
+        if training and keys < FLEX_TRAINING_MIN_KEYS:
             return "reference"
         return "flex"
     return backend
@@ -82,7 +101,7 @@ def bottleneck_attention(
         k, v: ``(B, Hkv, S, D)``; grouped-query attention when ``Hkv < Hq`` (``Hq % Hkv == 0``).
         roles: ``(B, S)`` integer tensor of :class:`~latentforge.kernels.Role` values.
         stage: 1 / "bottleneck" or 2 / "causal".
-        backend: "auto", "reference" or "flex" (see the module docstring).
+        backend: "auto", "reference", "flex" or "split" (see the module docstring).
         scale: softmax scale, default ``1/sqrt(D)``.
 
     Returns:
@@ -96,7 +115,9 @@ def bottleneck_attention(
     if roles.shape[0] != q.shape[0]:
         raise ValueError(f"roles batch {roles.shape[0]} != q batch {q.shape[0]}")
     training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    which = resolve_backend(backend, q.device, training=training, keys=k.shape[2])
+    which = resolve_backend(backend, q.device, training=training, keys=k.shape[2], queries=q.shape[2])
+    if which == "split":
+        return split_bottleneck_attention(q, k, v, roles, st, scale)
     if which == "reference":
         return reference_attention(q, k, v, bottleneck_mask(roles, st, query_length=q.shape[2]), scale)
     if q.device.type == "cpu" and training:
