@@ -284,12 +284,187 @@ def test_auto_backend_follows_the_gpu_measurements():
     from latentforge.kernels.bottleneck_attention import FLEX_TRAINING_MIN_KEYS, resolve_backend
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    # inference on CUDA: flex at every length; training: the dense reference below the measured crossover
-    assert resolve_backend("auto", cuda, training=False, keys=1024) == "flex"
-    assert resolve_backend("auto", cuda, training=True, keys=4096) == "reference"
-    assert resolve_backend("auto", cuda, training=True, keys=FLEX_TRAINING_MIN_KEYS) == "flex"
+    # full-length calls on CUDA (training, prefill): split, the mask-free causal route, at every length
+    for training in (False, True):
+        for keys in (1024, 4096, FLEX_TRAINING_MIN_KEYS):
+            assert resolve_backend("auto", cuda, training=training, keys=keys) == "split"
+            assert resolve_backend("auto", cuda, training=training, keys=keys, queries=keys) == "split"
+    # fewer queries than keys (decoding): flex for inference; training, the dense reference below the crossover
+    assert resolve_backend("auto", cuda, training=False, keys=1024, queries=1) == "flex"
+    assert resolve_backend("auto", cuda, training=True, keys=4096, queries=8) == "reference"
+    assert resolve_backend("auto", cuda, training=True, keys=FLEX_TRAINING_MIN_KEYS, queries=8) == "flex"
     assert resolve_backend("auto", cpu, training=False, keys=10**6) == "reference"
+    assert resolve_backend("auto", cpu, training=True, keys=64, queries=64) == "reference"
     # an explicit choice is never overridden
     assert resolve_backend("flex", cuda, training=True, keys=16) == "flex"
+    assert resolve_backend("split", cpu, training=True, keys=16, queries=1) == "split"
     with pytest.raises(ValueError, match="unknown attention backend"):
         resolve_backend("fast", cuda)
+
+
+# ----------------------------------------------------------------------------- split: two causal calls, no mask
+
+
+def split_vs_reference(roles, stage, hq=4, hkv=2, d=16, n_queries=None, seed=0):
+    """Max abs differences (output, grad q, grad k, grad v) of split against the reference, fp32, on CPU."""
+    q, k, v = (t.requires_grad_() for t in qkv(roles, hq, hkv, d, seed=seed))
+    if n_queries is not None:
+        q = q[:, :, -n_queries:].detach().requires_grad_()
+    ref = bottleneck_attention(q, k, v, roles, stage, backend="reference")
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = bottleneck_attention(q2, k2, v2, roles, stage, backend="split")
+    w = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed + 1))
+    (ref * w).sum().backward()
+    (out * w).sum().backward()
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+
+    def grad(t):  # split never touches q when every query is padding (its output is the value alone)
+        return torch.zeros_like(t) if t.grad is None else t.grad
+
+    return [
+        float((a - b).detach().abs().max())
+        for a, b in ((out, ref), (grad(q2), grad(q)), (grad(k2), grad(k)), (grad(v2), grad(v)))
+    ]
+
+
+@pytest.mark.parametrize("hq,hkv", [(4, 4), (4, 2), (6, 1)])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_split_matches_reference_forward_and_backward(hq, hkv, stage):
+    # batch_roles: two images in row 0 with right padding, one image in row 1 with left padding: two layouts
+    errs = split_vs_reference(batch_roles(), stage, hq, hkv)
+    assert max(errs) < 1e-5, errs
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        [P] * 20 + [I] * 150 + [P] * 10 + [L] * 16 + [A] * 60,  # the benchmark's shape: one image, K=16
+        [I] * 30 + [L] * 4 + [A] * 5,  # image first, no prompt, nothing between image and latents
+        [P] * 3 + [I] * 8 + [L] * 2 + [P] * 2 + [I] * 5 + [P] * 2 + [L] * 3 + [A] * 4,  # latents mid-sequence
+        [P] * 6 + [A] * 5,  # text only: stage 1 is plain causal
+        [X] * 4 + [P] * 2 + [I] * 9 + [P] + [L] * 3 + [A] * 2 + [X] * 3,  # padding both sides
+    ],
+)
+def test_split_exact_on_livr_layouts(layout):
+    roles = torch.tensor([layout, layout])  # one shared layout: a single pair of calls for the whole batch
+    for stage in (1, 2):
+        assert max(split_vs_reference(roles, stage)) < 1e-5
+
+
+def test_split_no_latents_ablation_layout():
+    # the image cut off from everything after it; validation is the caller's (bottleneck_mask opt-in), the
+    # split route only follows the mask rule
+    from latentforge.kernels.bottleneck_split import split_bottleneck_attention
+
+    roles = torch.tensor([[P, P, I, I, I, P, A, A, A]])
+    q, k, v = qkv(roles)
+    mask = bottleneck_mask(roles, 1, require_latents=False)
+    expect = eager_attention(q, k, v, mask)
+    torch.testing.assert_close(split_bottleneck_attention(q, k, v, roles, 1), expect, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_queries", [1, 2, 5, 13])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_split_decoding_queries_are_the_last_positions(n_queries, stage):
+    # KV-cache decoding: the queries are the last positions; n_queries=13 reaches back before the latents
+    roles = batch_roles()
+    assert max(split_vs_reference(roles, stage, n_queries=n_queries)) < 1e-5
+
+
+def test_split_batch_of_distinct_layouts_keeps_row_order():
+    # four rows, three layouts (rows 0 and 2 identical), interleaved: outputs must come back in batch order
+    a = livr_roles(5, n_images=1, right_pad=3)
+    b = livr_roles(6, n_images=1, left_pad=2, seed=2)
+    c = livr_roles(4, n_images=2, seed=3)
+    s = max(map(len, (a, b, c)))
+    a, b, c = (r + [X] * (s - len(r)) for r in (a, b, c))
+    roles = torch.tensor([a, b, a, c])
+    for stage in (1, 2):
+        assert max(split_vs_reference(roles, stage, hq=4, hkv=1)) < 1e-5
+
+
+def test_split_builds_no_square_mask(monkeypatch):
+    # every SDPA call of the split route is is_causal without a mask (no padding, full-length queries)
+    import torch.nn.functional as F
+
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls.append((attn_mask, kw.get("is_causal"), q.shape[2], k.shape[2]))
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    roles = torch.tensor([[P] * 20 + [I] * 150 + [P] * 10 + [L] * 16 + [A] * 60])
+    q, k, v = qkv(roles)
+    bottleneck_attention(q, k, v, roles, 1, backend="split")
+    # full: up to the last latent (196 positions); blind: the sequence without its 150 image tokens
+    assert calls == [(None, True, 196, 196), (None, True, 106, 106)]
+    calls.clear()
+    bottleneck_attention(q, k, v, roles, 2, backend="split")
+    assert calls == [(None, True, 256, 256)]
+
+
+def test_split_gradients_respect_mask():
+    roles = torch.tensor([livr_roles(5)])
+    q, k, v = (t.requires_grad_() for t in qkv(roles))
+    out = bottleneck_attention(q, k, v, roles, 1, backend="split")
+    out[:, :, roles[0] == A].sum().backward()
+    assert k.grad[:, :, roles[0] == I].abs().max() == 0
+    assert v.grad[:, :, roles[0] == I].abs().max() == 0
+    assert v.grad[:, :, roles[0] == L].abs().max() > 0
+
+
+def test_split_bf16_close_to_fp32_reference():
+    roles = batch_roles()
+    q, k, v = qkv(roles)
+    ref = bottleneck_attention(q, k, v, roles, 1, backend="reference")
+    low = bottleneck_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), roles, 1, backend="split")
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("hkv", [2, 8])
+def test_split_matches_reference_on_gpu_with_grads(dtype, hkv):
+    # bf16 GQA takes FlashAttention with enable_gqa; fp32 repeats the k/v heads; row 1 is left padded
+    row = [P] * 100 + [I] * 300 + [P] * 20 + [L] * 16 + [A] * 76
+    roles = torch.tensor([row, [X] * 40 + row[40:]], device="cuda")
+    q, k, v = (t.cuda().requires_grad_() for t in qkv(roles.cpu(), 8, hkv, 64, dtype=dtype))
+    ref = bottleneck_attention(q, k, v, roles, 1, backend="reference")
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = bottleneck_attention(q2, k2, v2, roles, 1, backend="split")
+    assert bottleneck_attention(q2.detach(), k2.detach(), v2.detach(), roles, 1).shape == ref.shape  # auto
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    w = torch.randn_like(ref)
+    (ref * w).sum().backward()
+    (out * w).sum().backward()
+    for a, b in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(b.grad, a.grad, atol=tol * 10, rtol=tol * 10)
+
+
+def test_split_matches_the_rule_on_random_role_sequences():
+    # arbitrary role sequences (several images, latents anywhere, padding anywhere, rows differing) against
+    # eager attention under the brute-force mask: split follows the rule, not just the LIVR layout
+    from latentforge.kernels.bottleneck_split import split_bottleneck_attention
+
+    g = torch.Generator().manual_seed(7)
+    for trial in range(20):
+        s = int(torch.randint(1, 40, (), generator=g))
+        # runs of random roles, so the sequences look like spans rather than noise
+        rows = []
+        for _ in range(3):
+            row = []
+            while len(row) < s:
+                row += [int(torch.randint(0, 5, (), generator=g))] * int(torch.randint(1, 8, (), generator=g))
+            rows.append(row[:s])
+        roles = torch.tensor(rows)
+        q, k, v = qkv(roles, 4, 2, 8, seed=trial)
+        for stage in (1, 2):
+            expect = eager_attention(q, k, v, brute_force_mask(roles, stage))
+            for n in (s, max(1, s // 3)):
+                got = split_bottleneck_attention(q[:, :, -n:], k, v, roles, stage)
+                torch.testing.assert_close(got, expect[:, :, -n:], atol=1e-5, rtol=1e-5)
