@@ -297,3 +297,78 @@ def test_no_latents_ablation_reaches_the_model_only_when_asked():
     with bottleneck_roles(roles, 1, require_latents=False):
         c = model(inputs_embeds=emb2).logits[0]
     assert torch.equal(b, c)
+
+
+# ------------------------------------------------------------- the split route (two causal calls) in the registry
+SPLIT = register_transformers_bottleneck("latentforge_bottleneck_split_test", backend="split")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_split_route_matches_dense_route_with_padding_and_gradients(stage, monkeypatch):
+    # the same weights under the dense-mask route (CPU auto) and the forced split route: logits and gradients
+    from latentforge.kernels import transformers_attention
+
+    calls = []
+    real = transformers_attention.split_bottleneck_attention
+    monkeypatch.setattr(
+        transformers_attention, "split_bottleneck_attention", lambda *a: calls.append(1) or real(*a)
+    )
+    dense = tiny_qwen2()
+    split = same_weights(dense, SPLIT)
+    pos = (ATTN_2D.cumsum(-1) - 1).clamp(min=0)
+    outs = []
+    for model in (dense, split):
+        model.zero_grad()
+        logits = model(IDS, attention_mask=ATTN_2D, position_ids=pos, roles=ROLES, stage=stage).logits
+        logits[ROLES == A].logsumexp(-1).sum().backward()
+        outs.append((logits, [p.grad.clone() for p in model.parameters()]))
+    assert len(calls) == 2  # one per layer, from the split model only
+    real = ROLES != X
+    torch.testing.assert_close(outs[1][0][real], outs[0][0][real], atol=1e-5, rtol=1e-5)
+    for a, b in zip(outs[0][1], outs[1][1], strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_split_route_generate_with_cache_matches_dense_route():
+    dense = tiny_qwen2()
+    split = same_weights(dense, SPLIT)
+    prompt, roles = IDS[:1, :13], ROLES[:1, :13]
+    kw = {"max_new_tokens": 4, "do_sample": False, "pad_token_id": 0, "output_logits": True}
+    gens = []
+    for model in (dense, split):
+        with bottleneck_roles(roles, 1):
+            gens.append(
+                model.generate(
+                    prompt, attention_mask=torch.ones_like(prompt), return_dict_in_generate=True, **kw
+                )
+            )
+    assert torch.equal(gens[0].sequences, gens[1].sequences)
+    for a, b in zip(gens[0].logits, gens[1].logits, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_split_route_refuses_padding_that_roles_do_not_mark():
+    model = tiny_qwen2(impl=SPLIT)
+    unmarked = ROLES.clone()
+    unmarked[1, :3] = P  # the attention_mask pads these three, the roles call them prompt
+    with pytest.raises(ValueError, match=r"do not mark Role\.PAD"):
+        model(IDS, attention_mask=ATTN_2D, roles=unmarked, stage=1)
+    with pytest.raises(ValueError, match="expected 'auto', 'reference' or 'split'"):
+        register_transformers_bottleneck("x", backend="flex")
+
+
+def test_split_route_in_qwen2_5_vl_matches_dense_route():
+    model = tiny_qwen2_5_vl()
+    other = transformers.Qwen2_5_VLForConditionalGeneration(model.config).eval()
+    other.load_state_dict(model.state_dict())
+    other.set_attn_implementation({"text_config": SPLIT, "vision_config": "sdpa"})
+    common = {
+        "input_ids": VL_IDS,
+        "pixel_values": vl_pixels(),
+        "image_grid_thw": VL_GRID,
+        "mm_token_type_ids": VL_TYPES,
+    }
+    for stage in (1, 2):
+        a = model(**common, roles=VL_ROLES, stage=stage).logits
+        b = other(**common, roles=VL_ROLES, stage=stage).logits
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)

@@ -36,9 +36,16 @@ against transformers 5.24:
   (``cache_implementation="static"``) do not fit this alignment and are not supported.
 - The vision tower also receives the forwarded kwargs; its (non-causal) attention modules are passed to plain
   SDPA untouched. FlashAttention-2 cannot take a 4-D mask at all, so it is no option for stage 1.
-- Speed: this path runs SDPA with a dense boolean mask (PyTorch's memory-efficient kernel on GPU). On an H200
-  that is also the faster choice for training at LIVR's lengths: flex's forward+backward is 0.35-0.84x the dense
-  path up to 4K tokens and only wins at 16K (``benchmarks/results/nvidia-h200.md``).
+- Speed: the kernel is chosen by ``register_transformers_bottleneck(backend=...)`` as in
+  :func:`~latentforge.kernels.bottleneck_attention.resolve_backend`: with ``"auto"`` (the default) calls with as
+  many queries as keys on CUDA (training, prefill) run the mask-free ``split`` route (two causal SDPA calls,
+  :mod:`.bottleneck_split`); everything else (CPU, decoding, dropout > 0, ``backend="reference"``) runs SDPA with
+  the dense boolean mask AND-ed with transformers' padding mask, as before. ``backend="split"`` forces the split
+  route wherever it applies (also on CPU). The split route takes the padding from ``roles`` and checks, once
+  per forward, that every key the padding mask hides is ``Role.PAD`` (``ValueError`` otherwise). The 4-D mask
+  transformers' mask registry builds once per forward is still built (it cannot see ``roles``); the split
+  kernels never read it beyond that check. GPU timings of the split route are owed (see
+  :mod:`.bottleneck_attention`).
 
 ``roles`` must mark padding as ``Role.PAD`` where the 2-D ``attention_mask`` is 0 (the rows of padding queries
 then attend only to themselves; their outputs are meaningless).
@@ -47,14 +54,16 @@ then attend only to themselves; their outputs are meaningless).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import torch
 
-from latentforge.kernels.bottleneck_attention import reference_attention
+from latentforge.kernels.bottleneck_attention import reference_attention, resolve_backend
 from latentforge.kernels.bottleneck_mask import dense_mask_unchecked
+from latentforge.kernels.bottleneck_split import split_bottleneck_attention
 from latentforge.kernels.roles import Role, parse_stage, validate_roles
 
 DEFAULT_NAME = "latentforge_bottleneck"
@@ -103,9 +112,14 @@ def bottleneck_attention_forward(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
+    *,
+    backend: str = "reference",
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers attention function: ``(B, H, Sq, D)`` inputs, ``(B, Sq, H, D)`` output, no weights."""
+    """transformers attention function: ``(B, H, Sq, D)`` inputs, ``(B, Sq, H, D)`` output, no weights.
+
+    ``backend`` is bound by :func:`register_transformers_bottleneck`; only ``split`` (where it resolves so and
+    dropout is off) changes the kernel, every other choice runs the dense-mask path."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     roles = kwargs.pop("roles", None)
@@ -125,8 +139,16 @@ def bottleneck_attention_forward(
     full_roles = _roles_for_keys(roles.to(query.device), kv_len)
     st = parse_stage(stage)
     # Validation reads values back to the host; once per forward (layer 0) is enough, the roles are shared.
-    if getattr(module, "layer_idx", 0) == 0:
+    first_layer = getattr(module, "layer_idx", 0) == 0
+    if first_layer:
         validate_roles(full_roles, st, require_latents=require_latents)
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    which = resolve_backend(backend, query.device, training=training, keys=kv_len, queries=q_len)
+    if which == "split" and dropout == 0.0:
+        if first_layer and attention_mask is not None:
+            _check_padding_is_marked(attention_mask, full_roles)
+        out = split_bottleneck_attention(query, key, value, full_roles, st, scaling)
+        return out.transpose(1, 2).contiguous(), None
     mask = dense_mask_unchecked(full_roles, st, kv_len - q_len)
     if attention_mask is not None:
         allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
@@ -147,17 +169,36 @@ def _materialized_sdpa_mask(*args: Any, **kwargs: Any):
     return sdpa_mask(*args, **kwargs)
 
 
-def register_transformers_bottleneck(name: str = DEFAULT_NAME) -> str:
+def _check_padding_is_marked(attention_mask: torch.Tensor, roles: torch.Tensor) -> None:
+    # The last query row of transformers' causal+padding mask sees every key that is not padding.
+    last = attention_mask[:, 0, -1, -roles.shape[1] :]
+    visible = last if last.dtype == torch.bool else last == 0
+    bad = (~visible & (roles != int(Role.PAD))).any(-1).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"rows {bad}: the attention_mask hides keys that roles do not mark Role.PAD; the split route takes "
+            "the padding from roles, so mark every padding position Role.PAD"
+        )
+
+
+def register_transformers_bottleneck(name: str = DEFAULT_NAME, backend: str = "auto") -> str:
     """Register the bottleneck under ``name`` in transformers' attention and mask registries; returns ``name``.
 
     Then load or build a model with ``attn_implementation=name`` (or, for VLMs, a dict setting it on
     ``text_config`` only) and call it with ``roles=(B, S) Role tensor`` and ``stage=1|2``. See the module
     docstring for why this is the route livr should take rather than a 4-D mask or a flex BlockMask.
-    Idempotent.
+    ``backend``: "auto" (split on CUDA for full-length calls, the dense mask otherwise), "split" or
+    "reference" (the dense mask always); registering a name again rebinds it. Idempotent.
     """
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    AttentionInterface.register(name, bottleneck_attention_forward)
+    if backend not in ("auto", "reference", "split"):
+        raise ValueError(
+            f"backend {backend!r} for the transformers route: expected 'auto', 'reference' or 'split'"
+        )
+    fn = functools.partial(bottleneck_attention_forward, backend=backend)
+    functools.update_wrapper(fn, bottleneck_attention_forward)
+    AttentionInterface.register(name, fn)
     AttentionMaskInterface.register(name, _materialized_sdpa_mask)
     return name
