@@ -468,3 +468,19 @@ def test_split_matches_the_rule_on_random_role_sequences():
             for n in (s, max(1, s // 3)):
                 got = split_bottleneck_attention(q[:, :, -n:], k, v, roles, stage)
                 torch.testing.assert_close(got, expect[:, :, -n:], atol=1e-5, rtol=1e-5)
+
+
+def test_split_plan_is_reused_for_the_same_roles_and_redone_after_a_change():
+    from latentforge.kernels.bottleneck_split import split_plan
+
+    roles = torch.tensor([[P] * 3 + [I] * 5 + [L] * 2 + [A] * 3])
+    plan = split_plan(roles)
+    assert split_plan(roles) is plan  # a model's later layers: no second host read-back
+    assert split_plan(roles.clone()) is not plan  # another tensor, even with equal values
+    roles[0, 4] = P  # modified in place: the cached layout is stale and must not be used
+    assert split_plan(roles).runs != plan.runs
+    q, k, v = qkv(roles)
+    expect = eager_attention(q, k, v, brute_force_mask(roles, 1))
+    torch.testing.assert_close(
+        bottleneck_attention(q, k, v, roles, 1, backend="split"), expect, atol=1e-5, rtol=1e-5
+    )

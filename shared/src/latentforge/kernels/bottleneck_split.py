@@ -27,10 +27,15 @@ different lengths, different image sizes) are grouped by layout, one pair of cal
 fewer queries than keys (decoding with a KV cache; queries are the last positions) the computed queries are a
 suffix of each gathered sequence: one query needs no mask, several get a small lower-right causal mask
 ``(queries, keys)``, the size of the dense reference's own mask in that case. No ``(S, S)`` mask is ever built.
-Dropout is not supported (the dense path has it).
+Dropout is not supported (the dense path has it). The layout is read back to the host once per roles tensor
+(:func:`split_plan`, cached while the same unmodified tensor comes back), so a model's later layers do not
+synchronise with the GPU.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -52,19 +57,49 @@ def split_bottleneck_attention(
     """Bottleneck attention from causal SDPA calls; same contract as the ``reference`` backend.
 
     ``q`` ``(B, Hq, Sq, D)`` are the last ``Sq`` of ``S`` positions, ``k``/``v`` ``(B, Hkv, S, D)``, ``roles``
-    ``(B, S)`` already validated, ``stage`` 1 or 2. Reads the roles on the host (one transfer of ``B*S`` ints).
+    ``(B, S)`` already validated, ``stage`` 1 or 2. The layout is read from ``roles`` on the host once per roles
+    tensor (:func:`split_plan`); the attention itself then runs without host synchronisation.
     """
+    plan = split_plan(roles)
+    if plan.rows is None:
+        return _one_layout(q, k, v, plan.runs[0], stage, scale)
+    outs = [
+        _one_layout(q[rows], k[rows], v[rows], runs, stage, scale)
+        for rows, runs in zip(plan.rows, plan.runs, strict=True)
+    ]
+    return torch.cat(outs)[plan.restore]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+    """The host-side layout of a roles tensor: role runs per distinct row and, for several layouts, which
+    rows have each (``rows``, on the roles' device) and the permutation back to batch order (``restore``)."""
+
+    runs: list[list[tuple[int, int, int]]]
+    rows: list[torch.Tensor] | None
+    restore: torch.Tensor | None
+
+
+_LAST_PLAN: list = [None, -1, None]  # weak reference to the roles tensor, its version, its plan
+
+
+def split_plan(roles: torch.Tensor) -> SplitPlan:
+    """:class:`SplitPlan` of ``roles``; reused while the same, unmodified roles tensor comes back (every layer
+    of a model's forward passes the same one), so only the first layer reads the roles back to the host."""
+    ref, version, plan = _LAST_PLAN
+    if ref is not None and ref() is roles and version == roles._version:
+        return plan
     host = roles.detach().to("cpu")
     layouts, inverse = torch.unique(host, dim=0, return_inverse=True)
-    if layouts.shape[0] == 1:
-        return _one_layout(q, k, v, host[0], stage, scale)
-    outs, order = [], []
-    for u in range(layouts.shape[0]):
-        rows = (inverse == u).nonzero().flatten()
-        idx = rows.to(q.device)
-        outs.append(_one_layout(q[idx], k[idx], v[idx], layouts[u], stage, scale))
-        order.append(rows)
-    return torch.cat(outs)[torch.argsort(torch.cat(order)).to(q.device)]
+    runs = [_role_runs(row) for row in layouts]
+    if len(runs) == 1:
+        plan = SplitPlan(runs, None, None)
+    else:
+        rows = [(inverse == u).nonzero().flatten() for u in range(len(runs))]
+        restore = torch.argsort(torch.cat(rows)).to(roles.device)
+        plan = SplitPlan(runs, [r.to(roles.device) for r in rows], restore)
+    _LAST_PLAN[:] = [weakref.ref(roles), roles._version, plan]
+    return plan
 
 
 def _role_runs(row: torch.Tensor) -> list[tuple[int, int, int]]:
@@ -138,11 +173,15 @@ class _Gathered:
 
 
 def _one_layout(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row: torch.Tensor, stage: int, scale: float | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    runs: list[tuple[int, int, int]],
+    stage: int,
+    scale: float | None,
 ) -> torch.Tensor:
     s = k.shape[2]
     offset = s - q.shape[2]
-    runs = _role_runs(row)
     first_image = next((a for r, a, _ in runs if r == _IMAGE), s) if stage == 1 else s
     # Which call computes each query run: "full" (sees everything causally), "blind" (image removed), "pad".
     labelled = []
