@@ -111,12 +111,13 @@ def test_vector_envs_run(mode):
     envs.close()
 
 
+@pytest.mark.parametrize("variant", ["paper", "small"])
 @pytest.mark.parametrize("task_set", ["pretrain", "posttrain"])
-def test_batched_matches_gymnasium_step_for_step(task_set):
+def test_batched_matches_gymnasium_step_for_step(task_set, variant):
     n = 32
-    gyms = [GridPinpadEnv(task_set=task_set) for _ in range(n)]
+    gyms = [GridPinpadEnv(task_set=task_set, variant=variant) for _ in range(n)]
     infos = [e.reset(seed=100 + i)[1] for i, e in enumerate(gyms)]
-    batched = BatchedGridPinpad(n, task_set)
+    batched = BatchedGridPinpad(n, task_set, variant=variant)
     layouts = {
         k: np.stack([np.asarray(i[k]) for i in infos]) for k in ("colour_cells", "wall_cells", "agent_cell")
     }

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from internal_rl.envs.grid_paths import UNREACHABLE, neighbour_table, shortest_task_length
-from internal_rl.envs.tasks import GRID_TASK_SETS, Task, get_task_set, grid_subgoal
+from internal_rl.envs.tasks import GridSpec, Task, get_grid_spec, get_task_set, grid_task_sets
 
 PALETTE = np.array(
     [
@@ -95,24 +95,31 @@ class GridPinpadEnv(gym.Env):
         self,
         task_set: str = "pretrain",
         *,
-        size: int = 7,
-        num_colours: int = 8,
-        num_walls: int = 4,
-        horizon: int = 100,
+        variant: str | GridSpec = "paper",
+        size: int | None = None,
+        num_colours: int | None = None,
+        num_walls: int | None = None,
+        horizon: int | None = None,
         require_solvable: bool = True,
         render_mode: str | None = None,
         cell_pixels: int = 24,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        spec = get_grid_spec(variant)
+        size = spec.size if size is None else size
+        num_colours = spec.num_colours if num_colours is None else num_colours
+        num_walls = spec.num_walls if num_walls is None else num_walls
+        horizon = spec.horizon if horizon is None else horizon
         if num_colours + num_walls + 1 > size * size:
             raise ValueError(
                 f"{num_colours} colours + {num_walls} walls + agent do not fit a {size}x{size} grid"
             )
         if num_colours > len(PALETTE):
             raise ValueError(f"at most {len(PALETTE)} colours can be drawn")
+        self.grid_spec, self.variant = spec, variant if isinstance(variant, str) else "custom"
         self.task_set = task_set
-        self.tasks = get_task_set(GRID_TASK_SETS, task_set)
+        self.tasks = get_task_set(grid_task_sets(spec), task_set)
         if max(max(t) for t in self.tasks) >= num_colours:
             raise ValueError(f"task set {task_set!r} uses more than {num_colours} colours")
         self.size, self.num_colours, self.num_walls = size, num_colours, num_walls
@@ -133,10 +140,10 @@ class GridPinpadEnv(gym.Env):
         next_colour = -1 if done else self.task[self.progress]
         return {
             "task_id": self.task_id,
-            "subgoal": -1 if done else grid_subgoal(next_colour),
+            "subgoal": -1 if done else self.grid_spec.subgoal_of(next_colour),
             "next_colour": next_colour,
             "colours_visited": self.progress,
-            "subgoals_completed": self.progress // 2,
+            "subgoals_completed": self.progress // self.grid_spec.colours_per_subgoal,
             "success": bool(done),
             "termination_cause": cause,
         }

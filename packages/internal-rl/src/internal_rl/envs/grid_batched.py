@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from internal_rl.envs.grid_paths import UNREACHABLE, neighbour_table
-from internal_rl.envs.tasks import GRID_TASK_SETS, get_task_set
+from internal_rl.envs.tasks import GridSpec, get_grid_spec, get_task_set, grid_task_sets
 
 # Termination causes as integers, so that they fit a tensor; names match the gymnasium env's info.
 CAUSES = ("", "success", "wrong_colour", "timeout")
@@ -108,10 +108,11 @@ class BatchedGridPinpad:
         num_envs: int,
         task_set: str = "pretrain",
         *,
-        size: int = 7,
-        num_colours: int = 8,
-        num_walls: int = 4,
-        horizon: int = 100,
+        variant: str | GridSpec = "paper",
+        size: int | None = None,
+        num_colours: int | None = None,
+        num_walls: int | None = None,
+        horizon: int | None = None,
         require_solvable: bool = True,
         autoreset: bool = False,
         device: str | torch.device = "cpu",
@@ -119,6 +120,13 @@ class BatchedGridPinpad:
         max_draws: int = 1000,
         layout_pool: int | None = None,
     ):
+        spec = get_grid_spec(variant)
+        size = spec.size if size is None else size
+        num_colours = spec.num_colours if num_colours is None else num_colours
+        num_walls = spec.num_walls if num_walls is None else num_walls
+        horizon = spec.horizon if horizon is None else horizon
+        self.grid_spec, self.variant = spec, variant if isinstance(variant, str) else "custom"
+        self._per_subgoal = spec.colours_per_subgoal
         self.max_draws = max_draws
         # Solvable layouts are drawn in big batches (rejection sampling costs the same few dozen
         # tensor ops for 10 layouts or 10,000) with their own generator, and handed out as envs
@@ -132,7 +140,7 @@ class BatchedGridPinpad:
         self.horizon, self.require_solvable, self.autoreset = horizon, require_solvable, autoreset
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        tasks = get_task_set(GRID_TASK_SETS, task_set)
+        tasks = get_task_set(grid_task_sets(spec), task_set)
         self.task_set = task_set
         longest = max(len(t) for t in tasks)
         self.tasks = torch.full((len(tasks), longest), -1, dtype=torch.long, device=self.device)
@@ -399,10 +407,10 @@ class BatchedGridPinpad:
         nxt = self.next_colours()
         return {
             "task_id": self.task_ids.clone(),
-            "subgoal": nxt // 2,  # floor division keeps the -1 of a finished task
+            "subgoal": nxt // self._per_subgoal,  # floor division keeps the -1 of a finished task
             "next_colour": nxt,
             "colours_visited": self.progress.clone(),
-            "subgoals_completed": self.progress // 2,
+            "subgoals_completed": self.progress // self._per_subgoal,
             "success": self.progress >= self._task_length,
         }
 

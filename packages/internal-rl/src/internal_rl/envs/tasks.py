@@ -7,6 +7,9 @@ are single colours.
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 Task = tuple[int, ...]
 
 
@@ -34,6 +37,111 @@ ANT_TASK_SETS: dict[str, tuple[Task, ...]] = {
     ),
     "posttrain": _parse("0-1-2-3"),
 }
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """One member of the gridworld-pinpad family: every size of App. A.1 as a field.
+
+    Subgoals are groups of ``colours_per_subgoal`` consecutive colours (the paper's grid: pairs
+    0-1, 2-3, ...; 1 gives single-colour subgoals, the rule of the paper's ant tasks). The task
+    sets follow the paper's rule, which this class makes explicit: the post-training task walks
+    the subgoals in cyclic order (0, 1, ..., P-1, 0, ...) for ``posttrain_subgoals`` subgoals, and
+    the pretraining tasks are *every* sequence of ``pretrain_subgoals`` subgoals that contains
+    none of the post-training task's transitions (g -> g+1 mod P) and no repeat (g -> g). With
+    P = 4 subgoals of length 3 this gives exactly Table A1's 16 tasks (pairs) and Table A2's
+    (single colours); the post-training task needs both unseen transitions and more subgoals.
+    """
+
+    size: int = 7
+    """Grid side G."""
+    num_colours: int = 8
+    """Coloured cells O."""
+    num_walls: int = 4
+    """Wall cells W."""
+    horizon: int = 100
+    """Episode length limit T."""
+    colours_per_subgoal: int = 2
+    """Colours that make one abstract subgoal (2: the paper's colour pairs; 1: single colours)."""
+    pretrain_subgoals: int = 3
+    """Subgoals per pretraining task (Table A1: 3 pairs)."""
+    posttrain_subgoals: int = 6
+    """Subgoals of the post-training task (0-1-2-3-4-5-6-7-0-1-2-3: 6 pairs)."""
+
+    def __post_init__(self) -> None:
+        if self.num_colours + self.num_walls + 1 > self.size * self.size:
+            raise ValueError(f"{self.num_colours} colours + {self.num_walls} walls + agent do not fit a {self.size}x{self.size} grid")
+        if self.colours_per_subgoal < 1 or self.num_colours % self.colours_per_subgoal:
+            raise ValueError(f"{self.num_colours} colours do not split into subgoals of {self.colours_per_subgoal}")
+        if self.num_subgoals < 3:
+            raise ValueError("the task rule needs at least 3 subgoals (each must have a successor that is neither itself nor the next one)")
+        if self.pretrain_subgoals < 1 or self.posttrain_subgoals < 2:
+            raise ValueError("pretrain_subgoals must be >= 1 and posttrain_subgoals >= 2")
+
+    @property
+    def num_subgoals(self) -> int:
+        """P, the number of abstract subgoals."""
+        return self.num_colours // self.colours_per_subgoal
+
+    @property
+    def obs_dim(self) -> int:
+        """G^2 (O + W + 1): the flat per-cell one-hot."""
+        return self.size * self.size * (self.num_colours + self.num_walls + 1)
+
+    def colours(self, subgoals: tuple[int, ...]) -> Task:
+        """The colour sequence of a subgoal sequence."""
+        k = self.colours_per_subgoal
+        return tuple(g * k + j for g in subgoals for j in range(k))
+
+    def subgoal_of(self, colour: int) -> int:
+        return colour // self.colours_per_subgoal
+
+    def posttrain_transitions(self) -> set[tuple[int, int]]:
+        p = self.num_subgoals
+        return {(g, (g + 1) % p) for g in range(p)}
+
+    def pretrain_tasks(self) -> tuple[Task, ...]:
+        banned = self.posttrain_transitions()
+        tasks = []
+        for seq in itertools.product(range(self.num_subgoals), repeat=self.pretrain_subgoals):
+            steps = list(zip(seq, seq[1:]))
+            if all(a != b and (a, b) not in banned for a, b in steps):
+                tasks.append(self.colours(seq))
+        return tuple(tasks)
+
+    def posttrain_task(self) -> Task:
+        return self.colours(tuple(k % self.num_subgoals for k in range(self.posttrain_subgoals)))
+
+    def task_sets(self) -> dict[str, tuple[Task, ...]]:
+        return {"pretrain": self.pretrain_tasks(), "posttrain": (self.posttrain_task(),)}
+
+
+GRID_SPECS: dict[str, GridSpec] = {
+    # App. A.1 (Table A1's tasks are this rule's output, listed in the paper's order below).
+    "paper": GridSpec(),
+    # The smallest member where the paper's effects appear on a CPU (README: "the small grid"):
+    # the paper's ant task abstraction (4 single-colour subgoals, Table A2's 16 tasks, post-training
+    # 0-1-2-3) on a 5 x 5 grid.
+    "small": GridSpec(
+        size=5, num_colours=4, num_walls=1, horizon=40, colours_per_subgoal=1, pretrain_subgoals=3, posttrain_subgoals=4
+    ),
+}
+
+
+def get_grid_spec(variant: str | GridSpec) -> GridSpec:
+    """A named member of the grid family (or the spec itself)."""
+    if isinstance(variant, GridSpec):
+        return variant
+    try:
+        return GRID_SPECS[variant]
+    except KeyError:
+        raise ValueError(f"unknown grid variant {variant!r}; known: {sorted(GRID_SPECS)}") from None
+
+
+def grid_task_sets(variant: str | GridSpec) -> dict[str, tuple[Task, ...]]:
+    """The named task sets of a grid variant (the paper's in Table A1's order)."""
+    spec = get_grid_spec(variant)
+    return GRID_TASK_SETS if spec == GRID_SPECS["paper"] else spec.task_sets()
 
 
 def get_task_set(task_sets: dict[str, tuple[Task, ...]], name: str) -> tuple[Task, ...]:

@@ -1,0 +1,74 @@
+"""The gridworld family: the paper's task rule, the small member, and gymnasium registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import internal_rl  # noqa: F401  (registers the envs, as a gymnasium plug-in)
+from internal_rl.envs import GRID_ID, GRID_SMALL_ID
+from internal_rl.envs.tasks import ANT_TASK_SETS, GRID_SPECS, GRID_TASK_SETS, GridSpec, grid_task_sets
+
+
+def transitions(task: tuple[int, ...], spec: GridSpec) -> set[tuple[int, int]]:
+    goals = [spec.subgoal_of(c) for c in task[:: spec.colours_per_subgoal]]
+    return set(zip(goals, goals[1:]))
+
+
+def test_rule_reproduces_tables_a1_and_a2():
+    paper = GRID_SPECS["paper"]
+    assert sorted(paper.pretrain_tasks()) == sorted(GRID_TASK_SETS["pretrain"])
+    assert paper.posttrain_task() == GRID_TASK_SETS["posttrain"][0]
+    ant_rule = GridSpec(size=4, num_colours=4, num_walls=1, colours_per_subgoal=1, posttrain_subgoals=4)
+    assert sorted(ant_rule.pretrain_tasks()) == sorted(ANT_TASK_SETS["pretrain"])
+    assert ant_rule.posttrain_task() == ANT_TASK_SETS["posttrain"][0]
+
+
+@pytest.mark.parametrize("variant", ["paper", "small"])
+def test_pretraining_tasks_never_hold_a_posttraining_transition(variant):
+    spec = GRID_SPECS[variant]
+    sets = grid_task_sets(variant)
+    (post,) = sets["posttrain"]
+    post_steps = transitions(post, spec)
+    assert len(post) // spec.colours_per_subgoal > spec.pretrain_subgoals  # longer than any pretraining task
+    for task in sets["pretrain"]:
+        assert not transitions(task, spec) & post_steps, task
+        assert max(task) < spec.num_colours
+    # every subgoal starts some pretraining task and each has more than one successor (a choice to infer)
+    assert {spec.subgoal_of(t[0]) for t in sets["pretrain"]} == set(range(spec.num_subgoals))
+
+
+def test_spec_validation_names_the_problem():
+    with pytest.raises(ValueError, match="do not fit"):
+        GridSpec(size=3, num_colours=8, num_walls=4)
+    with pytest.raises(ValueError, match="split into subgoals"):
+        GridSpec(num_colours=7)
+
+
+@pytest.mark.parametrize(("env_id", "size", "obs_dim"), [(GRID_ID, 7, 637), (GRID_SMALL_ID, 5, 150)])
+def test_registered_ids_make_checked_envs(env_id, size, obs_dim):
+    env = gym.make(env_id, task_set="posttrain", render_mode="rgb_array")
+    check_env(env.unwrapped)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (obs_dim,) and env.unwrapped.size == size
+    assert env.render().shape == (size * 24, size * 24, 3)
+    assert info["subgoal"] == env.unwrapped.grid_spec.subgoal_of(info["next_colour"])
+
+
+def test_small_grid_subgoals_are_single_colours():
+    env = gym.make(GRID_SMALL_ID, task_set="pretrain")
+    _, info = env.reset(seed=0)
+    assert info["subgoal"] == info["next_colour"]
+    assert np.asarray(info["colour_cells"]).shape == (4,) and np.asarray(info["wall_cells"]).shape == (1,)
+
+
+def test_module_syntax_imports_the_plugin_in_a_fresh_interpreter():
+    # gymnasium imports "internal_rl" for the "module:id" form; nothing else is imported first
+    code = "import gymnasium as gym; e = gym.make('internal_rl:internal_rl/GridPinpadSmall-v0'); print(e.reset(seed=0)[0].shape)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(150,)"
