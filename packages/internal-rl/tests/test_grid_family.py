@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from internal_rl.envs.tasks import ANT_TASK_SETS, GRID_SPECS, GRID_TASK_SETS, Gr
 
 def transitions(task: tuple[int, ...], spec: GridSpec) -> set[tuple[int, int]]:
     goals = [spec.subgoal_of(c) for c in task[:: spec.colours_per_subgoal]]
-    return set(zip(goals, goals[1:]))
+    return set(itertools.pairwise(goals))
 
 
 def test_rule_reproduces_tables_a1_and_a2():

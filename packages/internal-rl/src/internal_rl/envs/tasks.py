@@ -70,11 +70,17 @@ class GridSpec:
 
     def __post_init__(self) -> None:
         if self.num_colours + self.num_walls + 1 > self.size * self.size:
-            raise ValueError(f"{self.num_colours} colours + {self.num_walls} walls + agent do not fit a {self.size}x{self.size} grid")
+            raise ValueError(
+                f"{self.num_colours} colours + {self.num_walls} walls + agent do not fit a {self.size}x{self.size} grid"
+            )
         if self.colours_per_subgoal < 1 or self.num_colours % self.colours_per_subgoal:
-            raise ValueError(f"{self.num_colours} colours do not split into subgoals of {self.colours_per_subgoal}")
+            raise ValueError(
+                f"{self.num_colours} colours do not split into subgoals of {self.colours_per_subgoal}"
+            )
         if self.num_subgoals < 3:
-            raise ValueError("the task rule needs at least 3 subgoals (each must have a successor that is neither itself nor the next one)")
+            raise ValueError(
+                "the task rule needs at least 3 subgoals (each must have a successor that is neither itself nor the next one)"
+            )
         if self.pretrain_subgoals < 1 or self.posttrain_subgoals < 2:
             raise ValueError("pretrain_subgoals must be >= 1 and posttrain_subgoals >= 2")
 
@@ -104,7 +110,7 @@ class GridSpec:
         banned = self.posttrain_transitions()
         tasks = []
         for seq in itertools.product(range(self.num_subgoals), repeat=self.pretrain_subgoals):
-            steps = list(zip(seq, seq[1:]))
+            steps = list(itertools.pairwise(seq))
             if all(a != b and (a, b) not in banned for a, b in steps):
                 tasks.append(self.colours(seq))
         return tuple(tasks)
@@ -123,7 +129,13 @@ GRID_SPECS: dict[str, GridSpec] = {
     # the paper's ant task abstraction (4 single-colour subgoals, Table A2's 16 tasks, post-training
     # 0-1-2-3) on a 5 x 5 grid.
     "small": GridSpec(
-        size=5, num_colours=4, num_walls=1, horizon=40, colours_per_subgoal=1, pretrain_subgoals=3, posttrain_subgoals=4
+        size=5,
+        num_colours=4,
+        num_walls=1,
+        horizon=40,
+        colours_per_subgoal=1,
+        pretrain_subgoals=3,
+        posttrain_subgoals=4,
     ),
 }
 
