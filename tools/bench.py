@@ -51,6 +51,18 @@ def device_slug(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
+def cpu_model() -> str:
+    """The CPU's model name and logical core count (Linux /proc/cpuinfo; the platform string elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        name = next(
+            line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} logical cores"
+
+
 def timeit(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
     """Median milliseconds per call."""
     for _ in range(warmup):
@@ -93,12 +105,19 @@ def livr_roles(seq: int, image_frac: float, device: torch.device) -> torch.Tenso
     return torch.tensor([roles], dtype=torch.long, device=device)
 
 
-def bench_attention(device: torch.device, quick: bool) -> list[dict]:
+def bench_attention(
+    device: torch.device,
+    quick: bool,
+    seqs: list[int] | None = None,
+    on_size: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Attention rows; ``on_size(rows so far)`` after each sequence length (the caller saves partial results)."""
     cuda = device.type == "cuda"
     if quick:
-        seqs, iters = [256, 512], 2
+        default, iters = [256, 512], 2
     else:
-        seqs, iters = ([1024, 2048, 4096, 8192, 16384], 10) if cuda else ([512, 1024, 2048], 3)
+        default, iters = ([1024, 2048, 4096, 8192, 16384], 10) if cuda else ([512, 1024, 2048], 3)
+    seqs = seqs or default
     dtype = torch.bfloat16 if cuda else torch.float32
     rows = []
     for seq in seqs:
@@ -167,6 +186,8 @@ def bench_attention(device: torch.device, quick: bool) -> list[dict]:
                     same = (r["seq"], r["image_frac"], r["mode"]) == (seq, frac, mode)
                     if same and r.get("tflops") and r["backend"] != "causal":
                         r["pct_of_causal_rate"] = round(100 * r["tflops"] / causal_tflops[mode], 1)
+        if on_size is not None:
+            on_size(rows)
     return rows
 
 
@@ -253,9 +274,15 @@ def markdown(result: dict) -> str:
     lines = [
         f"# latentforge.kernels benchmark: {result['device_name']}",
         "",
-        f"torch {result['torch']}, triton {result['triton']}, {result['platform']}; "
+        f"torch {result['torch']}, triton {result['triton']}, {result['platform']}; {result['cpu']}; "
         f"reduced sizes: {result['reduced']}; quick: {result['quick']}; CPU threads {result['cpu_threads']}, "
-        f"load average at start {result['load_average_1_5_15_at_start']}.",
+        f"load average at start {result['load_average_1_5_15_at_start']}"
+        + ("; PARTIAL (cut off before the end)." if result["partial"] else "")
+        + (
+            f"; at the end {result['load_average_1_5_15_at_end']}."
+            if "load_average_1_5_15_at_end" in result
+            else ""
+        ),
         "",
         *[f"- {n}" for n in result["notes"]],
         "",
@@ -302,6 +329,8 @@ def main(argv: list[str] | None = None) -> dict:
         default=1,
         help="torch CPU threads; 1 by default because on a loaded shared box 2 threads ran 30x slower",
     )
+    parser.add_argument("--seqs", type=int, nargs="+", help="attention sequence lengths (default: by device)")
+    parser.add_argument("--skip-projection", action="store_true", help="attention only")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -333,18 +362,29 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
         "load_average_1_5_15_at_start": [round(x, 2) for x in load_before],
         "quick": args.quick,
         "reduced": not cuda or args.quick,
         "notes": notes,
-        "attention": bench_attention(device, args.quick),
-        "projection": bench_projection(device, args.quick),
+        "partial": True,
+        "attention": [],
+        "projection": [],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = result["device"] + ("-quick" if args.quick else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result))
+
+    def save(**part: object) -> None:
+        # Written after every attention size too, so a run cut off by a time limit leaves what it measured.
+        result.update(part)
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{stem}.md").write_text(markdown(result))
+
+    save(attention=bench_attention(device, args.quick, args.seqs, lambda rows: save(attention=rows)))
+    if not args.skip_projection:
+        save(projection=bench_projection(device, args.quick))
+    save(partial=False, load_average_1_5_15_at_end=[round(x, 2) for x in os.getloadavg()])
     print(f"wrote {args.out / stem}.json and .md")
     return result
 
