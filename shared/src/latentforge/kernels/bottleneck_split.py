@@ -141,17 +141,31 @@ def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | No
         mask = (
             torch.arange(nk, device=q.device)[None, :] <= torch.arange(nk - nq, nk, device=q.device)[:, None]
         )
+    causal = mask is None and nq > 1
     gqa = q.shape[1] != k.shape[1]
-    fused_gqa = q.device.type != "cuda" or (mask is None and q.dtype in (torch.float16, torch.bfloat16))
-    if gqa and not fused_gqa:
-        # Only FlashAttention takes enable_gqa on CUDA (half precision, no mask); elsewhere SDPA would fall back
-        # to the math kernel, so repeat the key/value heads instead (as the dense reference does).
+    if gqa and q.device.type == "cuda" and not _fused_takes_gqa(q, k, v, mask, causal):
+        # Not every fused CUDA kernel takes enable_gqa (fp32, or a mask); rather than let SDPA fall back to the
+        # math kernel, which materialises the scores, repeat the key/value heads (as the dense reference does).
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         gqa = False
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=mask is None and nq > 1, scale=scale, enable_gqa=gqa
+        q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa
     )
+
+
+def _fused_takes_gqa(q, k, v, mask, causal: bool) -> bool:
+    from torch.backends import cuda
+
+    params = cuda.SDPAParams(q, k, v, mask, 0.0, causal, True)
+    checks = (cuda.can_use_flash_attention, cuda.can_use_efficient_attention, cuda.can_use_cudnn_attention)
+    for check in checks:
+        try:
+            if check(params, False):
+                return True
+        except RuntimeError:  # a kernel this build or driver cannot ask about: not usable, check the next
+            continue
+    return False
 
 
 class _Gathered:
