@@ -65,18 +65,28 @@ def cpu_model() -> str:
 
 def timeit(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
     """Median milliseconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
+    return timeit_interleaved({"fn": fn}, device, warmup, iters)["fn"]
+
+
+def timeit_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, iters: int
+) -> dict[str, float]:
+    """Median milliseconds per call of each function, timed in turn (A B C, A B C, ...) so that a load change
+    on a shared machine falls on every function alike rather than on whichever ran during it."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _forward(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -116,7 +126,7 @@ def bench_attention(
     if quick:
         default, iters = [256, 512], 2
     else:
-        default, iters = ([1024, 2048, 4096, 8192, 16384], 10) if cuda else ([512, 1024, 2048], 3)
+        default, iters = ([1024, 2048, 4096, 8192, 16384], 10) if cuda else ([512, 1024, 2048], 5)
     seqs = seqs or default
     dtype = torch.bfloat16 if cuda else torch.float32
     rows = []
@@ -154,8 +164,9 @@ def bench_attention(
                     for name, (fn, _) in backends.items()
                 }
             del expect
-            ref_ms, causal_tflops = {}, {}
+            causal_tflops = {}
             for mode in ("fwd", "fwd+bwd"):
+                runs, flops, mode_rows = {}, {}, []
                 for name, (fn, t_mask) in backends.items():
                     row = {
                         **base,
@@ -164,24 +175,29 @@ def bench_attention(
                         "mask_build_ms": round(t_mask, 3),
                         "fwd_max_abs_err_vs_reference": err[name],
                     }
+                    mode_rows.append(row)
                     if mode == "fwd+bwd" and name == "flex" and not cuda:
-                        rows.append({**row, "ms": None, "note": "flex has no CPU backward"})
+                        row.update(ms=None, note="flex has no CPU backward")
                         continue
-                    flops = 4 * HEAD_DIM * HQ * (causal_pairs if name == "causal" else allowed)
+                    flops[name] = 4 * HEAD_DIM * HQ * (causal_pairs if name == "causal" else allowed)
                     if mode == "fwd":
-                        run = functools.partial(_forward, fn, q, k, v)
+                        runs[name] = functools.partial(_forward, fn, q, k, v)
                     else:
                         qg, kg, vg = (t.detach().clone().requires_grad_() for t in (q, k, v))
-                        run = functools.partial(_forward_backward, fn, qg, kg, vg, torch.randn_like(q))
-                        flops *= 3.5
-                    ms = timeit(run, device, warmup=2 if cuda else 1, iters=iters)
-                    ref_ms.setdefault(mode, ms)
-                    row.update(ms=round(ms, 3), tflops=round(flops / ms / 1e9, 4))
-                    row["speedup_vs_reference"] = round(ref_ms[mode] / ms, 3)
-                    if name == "causal":
-                        causal_tflops[mode] = flops / ms / 1e9
+                        runs[name] = functools.partial(_forward_backward, fn, qg, kg, vg, torch.randn_like(q))
+                        flops[name] *= 3.5
+                ms = timeit_interleaved(runs, device, warmup=2 if cuda else 1, iters=iters)
+                for row in mode_rows:
+                    name = row["backend"]
+                    if name in ms:
+                        row.update(ms=round(ms[name], 3), tflops=round(flops[name] / ms[name] / 1e9, 4))
+                        row["speedup_vs_reference"] = round(ms["reference"] / ms[name], 3)
+                        print(
+                            f"attention seq={seq} img={frac} {name:9s} {mode:7s} {ms[name]:10.2f} ms",
+                            flush=True,
+                        )
                     rows.append(row)
-                    print(f"attention seq={seq} img={frac} {name:9s} {mode:7s} {ms:10.2f} ms", flush=True)
+                causal_tflops[mode] = flops["causal"] / ms["causal"] / 1e9
                 for r in rows:  # each backend's rate against dense causal attention on the same card
                     same = (r["seq"], r["image_frac"], r["mode"]) == (seq, frac, mode)
                     if same and r.get("tflops") and r["backend"] != "causal":
