@@ -57,10 +57,10 @@ def split_bottleneck_attention(
     """Bottleneck attention from causal SDPA calls; same contract as the ``reference`` backend.
 
     ``q`` ``(B, Hq, Sq, D)`` are the last ``Sq`` of ``S`` positions, ``k``/``v`` ``(B, Hkv, S, D)``, ``roles``
-    ``(B, S)`` already validated, ``stage`` 1 or 2. The layout is read from ``roles`` on the host once per roles
-    tensor (:func:`split_plan`); the attention itself then runs without host synchronisation.
+    ``(B, S)`` already validated (on any device), ``stage`` 1 or 2. The layout is read from ``roles`` on the host
+    once per roles tensor (:func:`split_plan`); the attention itself then runs without host synchronisation.
     """
-    plan = split_plan(roles)
+    plan = split_plan(roles, q.device)
     if plan.rows is None:
         return _one_layout(q, k, v, plan.runs[0], stage, scale)
     outs = [
@@ -80,14 +80,16 @@ class SplitPlan:
     restore: torch.Tensor | None
 
 
-_LAST_PLAN: list = [None, -1, None]  # weak reference to the roles tensor, its version, its plan
+_LAST_PLAN: list = [None, -1, None, None]  # weak reference to the roles tensor, its version, device, plan
 
 
-def split_plan(roles: torch.Tensor) -> SplitPlan:
-    """:class:`SplitPlan` of ``roles``; reused while the same, unmodified roles tensor comes back (every layer
-    of a model's forward passes the same one), so only the first layer reads the roles back to the host."""
-    ref, version, plan = _LAST_PLAN
-    if ref is not None and ref() is roles and version == roles._version:
+def split_plan(roles: torch.Tensor, device: torch.device | str | None = None) -> SplitPlan:
+    """:class:`SplitPlan` of ``roles``, its index tensors on ``device`` (default: the roles' device); reused
+    while the same, unmodified roles tensor comes back (every layer of a model's forward passes the same one),
+    so only the first layer reads the roles back to the host."""
+    device = torch.device(device) if device is not None else roles.device
+    ref, version, cached_device, plan = _LAST_PLAN
+    if ref is not None and ref() is roles and version == roles._version and cached_device == device:
         return plan
     host = roles.detach().to("cpu")
     layouts, inverse = torch.unique(host, dim=0, return_inverse=True)
@@ -96,9 +98,9 @@ def split_plan(roles: torch.Tensor) -> SplitPlan:
         plan = SplitPlan(runs, None, None)
     else:
         rows = [(inverse == u).nonzero().flatten() for u in range(len(runs))]
-        restore = torch.argsort(torch.cat(rows)).to(roles.device)
-        plan = SplitPlan(runs, [r.to(roles.device) for r in rows], restore)
-    _LAST_PLAN[:] = [weakref.ref(roles), roles._version, plan]
+        restore = torch.argsort(torch.cat(rows)).to(device)
+        plan = SplitPlan(runs, [r.to(device) for r in rows], restore)
+    _LAST_PLAN[:] = [weakref.ref(roles), roles._version, device, plan]
     return plan
 
 

@@ -147,7 +147,10 @@ def bottleneck_attention_forward(
     if which == "split" and dropout == 0.0:
         if first_layer and attention_mask is not None:
             _check_padding_is_marked(attention_mask, full_roles)
-        out = split_bottleneck_attention(query, key, value, full_roles, st, scaling)
+        # The caller's roles tensor itself when it covers every key: the same object in every layer, so the
+        # split plan (a host read-back) is made once per forward, wherever the roles live.
+        plan_roles = roles if roles.shape[1] == kv_len else full_roles
+        out = split_bottleneck_attention(query, key, value, plan_roles, st, scaling)
         return out.transpose(1, 2).contiguous(), None
     mask = dense_mask_unchecked(full_roles, st, kv_len - q_len)
     if attention_mask is not None:
