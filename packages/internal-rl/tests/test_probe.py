@@ -150,3 +150,20 @@ def test_history_baseline_decodes_subgoals_well_above_chance():
     chance = torch.bincount(labels).max().item() / len(labels)
     # the colour entered last fixes the pair whenever a pair is half done; measured 0.70 vs chance 0.26
     assert history_baseline(train, held_out) > chance + 0.3
+
+
+def test_validation_keeps_an_uninformative_probe_at_the_majority_rate():
+    # Residuals that carry nothing: a probe fitted to a few hundred of them memorises noise and
+    # falls below the majority rate on new data, which is what the per-layer validation prevents.
+    g = torch.Generator().manual_seed(1)
+    n, d = 3000, 64
+    y = (torch.rand(n, generator=g) < 0.7).long()
+    x = torch.randn(n, 2, d, generator=g)
+    fit = dict(steps=1500, batch_size=128, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    majority = float((y[600:] == 1).float().mean())
+    overfit = fit_probes(x[:300], y[:300], 2, **fit).accuracy(x[600:], y[600:])
+    kept = fit_probes(x[:300], y[:300], 2, validation=(x[300:600], y[300:600]), **fit).accuracy(
+        x[600:], y[600:]
+    )
+    assert max(overfit) < majority - 0.03
+    assert min(kept) >= majority - 0.01
