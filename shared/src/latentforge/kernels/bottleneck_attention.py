@@ -8,7 +8,8 @@ Backends:
   Compiled on CUDA. On CPU PyTorch runs it unfused and forward-only (no backward), so it is for checks there.
 - ``split``: no mask at all; two ``is_causal=True`` SDPA calls (the sequence without padding, and the sequence
   without padding and image tokens) whose rows are assembled exactly (:mod:`.bottleneck_split`). Forward and
-  backward on every device, through PyTorch's fused causal kernels (FlashAttention on CUDA).
+  backward on every device, through PyTorch's fused causal kernels (FlashAttention or cuDNN on CUDA, as SDPA
+  picks).
 - ``auto``: on CUDA, ``split`` whenever there are as many queries as keys (training, prefill); with fewer
   queries (decoding with a KV cache) ``flex``, except for training below :data:`FLEX_TRAINING_MIN_KEYS` keys,
   where ``reference`` is faster. ``reference`` on CPU (the ground truth, and the path the CPU pipelines were
@@ -17,8 +18,8 @@ Backends:
 Why ``split`` is the CUDA default, and what is still owed: measured on an H200 (``benchmarks/results/
 nvidia-h200.md``, bf16, stage 1), flex's forward is 1.1-1.5x the dense reference at 1K-4K tokens and 3.0x at
 16K, but its forward+backward is 0.35-0.84x up to 4K and 1.17-1.52x at 16K. The dense-mask reference computes
-every (query, key) pair of the ``S x S`` square with the memory-efficient kernel; ``split`` hands FlashAttention
-only causal triangles covering about 1.1x the allowed pairs (density ~0.3 in those layouts, so ~1/3 of the
+every (query, key) pair of the ``S x S`` square with the memory-efficient kernel; ``split`` hands the fused
+causal kernels only two triangles, 1.05-1.12x the allowed pairs in those layouts (density ~0.3, so ~1/3 of the
 square), so it is expected to beat both at every benchmarked length, forward and backward. That expectation
 is not a measurement: the H200 rerun of ``tools/bench.py`` (``split`` and ``causal`` rows, through
 ``tools/gpu_checks.sh``) is owed, and the rule above is to be revisited with it. On CPU ``split`` was measured
