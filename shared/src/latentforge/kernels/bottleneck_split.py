@@ -224,12 +224,19 @@ def _one_layout(
         out = _causal(_take(q, q_spans), _take(k, gathered.spans), _take(v, gathered.spans), scale)
         outputs[kind] = (out, gathered, first_query)
 
-    pieces = []
+    # Output rows as (source, first row, end row) slices, neighbours from the same source merged (fewer copies).
+    slices: list[tuple[str, int, int]] = []
     for lab, a, b in labelled:
-        if lab == "pad":  # a padding query attends only to itself: the output is its own value
-            pieces.append(v[:, :, a:b].repeat_interleave(q.shape[1] // v.shape[1], dim=1))
-            continue
-        out, gathered, first_query = outputs[lab]
-        i = gathered.index(a) - first_query
-        pieces.append(out[:, :, i : i + b - a])
+        i = a if lab == "pad" else outputs[lab][1].index(a) - outputs[lab][2]
+        if slices and slices[-1][0] == lab and slices[-1][2] == i:
+            slices[-1] = (lab, slices[-1][1], i + b - a)
+        else:
+            slices.append((lab, i, i + b - a))
+    pieces = [
+        # a padding query attends only to itself: its output is its own value (rows indexed by position)
+        v[:, :, i:j].repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+        if lab == "pad"
+        else outputs[lab][0][:, :, i:j]
+        for lab, i, j in slices
+    ]
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
