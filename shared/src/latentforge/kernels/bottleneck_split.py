@@ -135,7 +135,9 @@ def _clip(spans: Spans, lo: int, hi: int) -> Spans:
     return _merge([(max(a, lo), min(b, hi)) for a, b in spans])
 
 
-def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
+) -> torch.Tensor:
     """Causal attention with the queries aligned to the last keys (``Sq <= S``), without an ``(S, S)`` mask."""
     nq, nk = q.shape[2], k.shape[2]
     mask = None
@@ -221,7 +223,7 @@ def _one_layout(
         gathered = _Gathered(_clip(keep, 0, max(ends)))  # keys after the last query are never needed
         q_spans = [(a - offset, b - offset) for a, b in _clip(gathered.spans, offset, s)]
         first_query = gathered.length - sum(b - a for a, b in q_spans)
-        out = _causal(_take(q, q_spans), _take(k, gathered.spans), _take(v, gathered.spans), scale)
+        out = causal_attention(_take(q, q_spans), _take(k, gathered.spans), _take(v, gathered.spans), scale)
         outputs[kind] = (out, gathered, first_query)
 
     # Output rows as (source, first row, end row) slices, neighbours from the same source merged (fewer copies).
