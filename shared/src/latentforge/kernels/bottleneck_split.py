@@ -73,7 +73,7 @@ def split_bottleneck_attention(
 @dataclasses.dataclass(frozen=True)
 class SplitPlan:
     """The host-side layout of a roles tensor: role runs per distinct row and, for several layouts, which
-    rows have each (``rows``, on the roles' device) and the permutation back to batch order (``restore``)."""
+    rows have each (``rows``, on the queries' device) and the permutation back to batch order (``restore``)."""
 
     runs: list[list[tuple[int, int, int]]]
     rows: list[torch.Tensor] | None
