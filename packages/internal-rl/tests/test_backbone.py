@@ -245,3 +245,40 @@ def test_mlp_observation_embedding_is_per_step_and_steppable():
     assert_close(logits, full.action_logits)
     assert_close(later.action_logits[:, :4], full.action_logits[:, :4])  # causal
     assert not torch.allclose(later.action_logits[:, 4:], full.action_logits[:, 4:])
+
+
+def test_egocentric_grid_window_recentres_the_one_hot_on_the_agent():
+    from internal_rl.backbone import EgocentricGrid
+    from internal_rl.envs.grid import GridLayout, observe
+
+    layout = GridLayout(colour_cells=torch.tensor([0, 24, 7, 11]).numpy(), wall_cells=torch.tensor([12]).numpy(),
+                        agent_cell=6)  # fmt: skip
+    obs = torch.as_tensor(observe(layout, 6, 5, 4, 1))  # agent at (1, 1); 6 channels
+    view = EgocentricGrid(5, 150)(obs[None])[0]
+    assert torch.equal(view[:150], obs)  # the flat observation is kept
+    window = view[150:].view(9, 9, 7)  # centre (4, 4) is the agent; offset (dr, dc) is (4 + dr, 4 + dc)
+    assert window[4, 4, 5] == 1 and window[..., 5].sum() == 1
+    assert window[3, 3, 0] == 1  # colour 0 at (0, 0): one up, one left
+    assert window[7, 7, 1] == 1  # colour 1 at (4, 4): three down, three right
+    assert window[4, 5, 2] == 1 and window[5, 4, 3] == 1  # colours 2 at (1, 2) and 3 at (2, 1)
+    assert window[5, 5, 4] == 1  # the wall at (2, 2): one down, one right
+    assert window[2, 4, 6] == 1 and window[3, 4, 6] == 0  # row -1 is outside the grid, row 0 inside
+    assert window[..., 6].sum() == 81 - 25
+
+
+def test_egocentric_embedding_trains_steps_and_reads_grid_size_from_data():
+    from internal_rl.data import generate_trajectories
+    from internal_rl.pretrain import model_config_for
+
+    data = generate_trajectories("internal_rl/GridPinpad-v0", num_episodes=8, env_kwargs={"variant": "small"})
+    cfg = model_config_for(data, small("transformer", obs_embed_hidden=32, grid_embed="egocentric"))
+    assert cfg.grid_size == 5 and cfg.obs_dim == 150
+    model = Backbone(cfg).eval()
+    obs = data.observations[:2, :6].float()
+    with torch.no_grad():
+        full = model(obs)
+        state = model.init_state(2)
+        logits = torch.cat([model.step(obs[:, t], state)[0].action_logits for t in range(6)], 1)
+    assert_close(logits, full.action_logits)
+    with pytest.raises(ValueError, match="needs grid_size"):
+        Backbone(small("transformer", grid_embed="egocentric"))

@@ -12,12 +12,14 @@ import torch
 from internal_rl.backbone import Backbone, BackboneConfig, BackboneOutput, ant_backbone_config
 from internal_rl.data import Trajectories
 from internal_rl.envs.grid_batched import BatchedGridExpert, BatchedGridPinpad
+from internal_rl.envs.tasks import grid_task_sets
 from internal_rl.pretrain import (
     Batch,
     DataConfig,
     PretrainConfig,
     batch_indices,
     grid_rollout_success,
+    imitator_reference,
     load_backbone,
     model_config_for,
     pretrain,
@@ -209,9 +211,17 @@ def test_rollout_success_scores_the_policy(policy):
     model = _TablePolicy(env, fixed_move=None if policy == "expert" else 0)
     result = grid_rollout_success(model, 64, env=env)
     if policy == "expert":
-        assert result == {"rollout_success": 1.0, "rollout_wrong_colour": 0.0}
+        assert result == {"rollout_success": 1.0, "rollout_colours": 6.0, "rollout_wrong_colour": 0.0}
     else:  # walking up never finishes a task; some agents walk into a wrong colour on the way
         assert result["rollout_success"] == 0.0 and 0.0 < result["rollout_wrong_colour"] < 1.0
+
+
+def test_imitator_reference_counts_agreeing_colour_prefixes():
+    # two tasks sharing their first colour: an imitator always gets it, then agrees half the time
+    assert imitator_reference(((0, 1), (0, 2))) == {"imitator_success": 0.5, "imitator_colours": 1.5}
+    # the small grid's 16 tasks: 4 first colours, then 2 successors twice
+    ref = imitator_reference(grid_task_sets("small")["pretrain"])
+    assert ref == {"imitator_success": 1 / 16, "imitator_colours": 1 / 4 + 1 / 8 + 1 / 16}
 
 
 def test_run_folder_and_load_backbone(tmp_path):

@@ -72,6 +72,13 @@ class BackboneConfig:
     """Hidden width of a ReLU MLP embedding each observation (0: one linear map). The paper does not
     say how o_t is embedded; an MLP computes per-step conjunctions such as "the agent stands on
     colour k" before attention aggregates them, which a small linear-embedding model learns slowly."""
+    grid_embed: Literal["flat", "egocentric"] = "flat"
+    """Grid only. "flat" embeds the one-hot as one vector (the paper's observation, embedding unstated);
+    "egocentric" also feeds the embedding the same one-hot re-centred on the agent (a (2G-1)^2 window,
+    with a channel marking cells outside the grid), a fixed re-indexing with no parameters, so that
+    "colour k is two cells up" is one input unit instead of a conjunction the network must learn."""
+    grid_size: int = 0
+    """G, needed by ``grid_embed="egocentric"`` to read the flat observation as G x G cells."""
     condition_on_prev_action: bool = False
     """Also embed a_{t-1} into token t. The paper conditions on o_{1:t} only, so off by default."""
     min_log_std: float = -5.0
@@ -88,6 +95,12 @@ class BackboneConfig:
             raise ValueError("n_layers and d_model must be positive")
         if self.arch == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.grid_embed not in ("flat", "egocentric"):
+            raise ValueError(f"grid_embed must be 'flat' or 'egocentric', got {self.grid_embed!r}")
+        if self.grid_size < 0 or (self.grid_size and self.obs_dim % (self.grid_size * self.grid_size)):
+            raise ValueError(
+                f"obs_dim {self.obs_dim} is not grid_size^2 = {self.grid_size}^2 times a channel count"
+            )
         if self.arch == "hawk" and self.lru_width % self.n_heads:
             raise ValueError(f"lru_width {self.lru_width} is not divisible by n_heads {self.n_heads}")
 
@@ -322,6 +335,43 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class EgocentricGrid(nn.Module):
+    """The flat per-cell one-hot (cell-major, agent = last channel) re-centred on the agent.
+
+    Output: ``[obs, window]`` where ``window`` is the (2G-1) x (2G-1) x (C+1) view with the agent at
+    its centre; the extra channel is 1 outside the grid (the border, which blocks moves). No
+    parameters: an index lookup, exact for one-hot inputs.
+    """
+
+    def __init__(self, grid_size: int, obs_dim: int):
+        super().__init__()
+        g = grid_size
+        self.g, self.channels = g, obs_dim // (g * g)
+        w = 2 * g - 1
+        self.out_dim = obs_dim + w * w * (self.channels + 1)
+        # source cell of window position (i, j) for an agent at cell a: (r_a + i - g + 1, c_a + j - g + 1)
+        rows = torch.arange(g * g) // g
+        cols = torch.arange(g * g) % g
+        offs = torch.arange(w) - (g - 1)
+        r = rows[:, None, None] + offs[None, :, None]
+        c = cols[:, None, None] + offs[None, None, :]
+        inside = (r >= 0) & (r < g) & (c >= 0) & (c < g)
+        src = torch.where(inside, r * g + c, g * g)  # g*g: an "outside" cell appended below
+        self.register_buffer("source", src.reshape(g * g, w * w), persistent=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[:-1]
+        cells = obs.reshape(-1, self.g * self.g, self.channels)
+        n = cells.shape[0]
+        outside = torch.zeros(n, 1, self.channels + 1, dtype=obs.dtype, device=obs.device)
+        outside[:, :, -1] = 1
+        padded = torch.cat([F.pad(cells, (0, 1)), outside], 1)  # (N, g*g + 1, C + 1)
+        agent = cells[..., -1].argmax(-1)  # padding steps (all zeros) read as cell 0: harmless
+        src = self.source.index_select(0, agent)  # (N, w*w)
+        window = padded.gather(1, src[..., None].expand(-1, -1, self.channels + 1))
+        return torch.cat([obs, window.reshape(*lead, -1)], -1)
+
+
 @dataclass
 class BackboneState:
     """What :meth:`Backbone.step` carries between tokens: the step count and one state per block."""
@@ -339,15 +389,25 @@ class Backbone(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.obs_embed: nn.Module = (
-            nn.Sequential(
-                nn.Linear(config.obs_dim, config.obs_embed_hidden),
+        layers: list[nn.Module] = []
+        in_dim = config.obs_dim
+        if config.grid_embed == "egocentric":
+            if config.grid_size < 1:
+                raise ValueError(
+                    "grid_embed='egocentric' needs grid_size (G); pretraining reads it off the data"
+                )
+            layers.append(EgocentricGrid(config.grid_size, config.obs_dim))
+            in_dim = layers[0].out_dim
+        if config.obs_embed_hidden > 0:
+            layers += [
+                nn.Linear(in_dim, config.obs_embed_hidden),
                 nn.ReLU(),
                 nn.Linear(config.obs_embed_hidden, d),
-            )
-            if config.obs_embed_hidden > 0
-            else nn.Linear(config.obs_dim, d)
-        )
+            ]
+        else:
+            layers.append(nn.Linear(in_dim, d))
+        # a bare Linear / the MLP Sequential keep the parameter names of earlier checkpoints
+        self.obs_embed: nn.Module = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
         if config.condition_on_prev_action:
             # index 0 = "no previous action" (first step, padding)
             self.action_embed: nn.Module = (

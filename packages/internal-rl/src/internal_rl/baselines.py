@@ -98,7 +98,7 @@ def train_raw_action_rl(
     def collect_fn(iteration: int, generator: torch.Generator) -> Rollout:
         grid = make_grid(
             cfg.batch_size, cfg.task_set, tasks=tasks, seed=cfg.seed * 1_000_003 + iteration,
-            horizon=cfg.horizon, layout_pool=cfg.batch_size,
+            horizon=cfg.horizon, layout_pool=cfg.batch_size, variant=cfg.variant,
         )  # fmt: skip
         policy.eval()
         rollout = collect_raw(policy, grid, generator, cfg.horizon)

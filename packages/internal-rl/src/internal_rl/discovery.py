@@ -59,6 +59,10 @@ class DiscoveryConfig:
     """D*: clean expert data (epsilon 0), fresh layouts (data_seed differs from pretraining)."""
     alpha: float = 0.1
     """KL weight; the paper searches ALPHA_GRID and selects by downstream RL."""
+    kl_warmup_steps: int = 0
+    """Raise the KL weight linearly from 0 to ``alpha`` over these first steps (0: the paper's constant
+    alpha). The decoder starts at U = 0, so at first a code changes nothing and the KL alone pulls every
+    code to the prior; on small CPU runs that collapse comes before the decoder learns to use them."""
     steps: int = 64_000
     batch_size: int = 512
     lr: float = 1e-3
@@ -119,7 +123,27 @@ def tiny_config() -> DiscoveryConfig:
     )
 
 
-PRESETS = {"tiny": tiny_config, "paper-grid": paper_grid_config, "paper-ant": paper_ant_config}
+def small_config() -> DiscoveryConfig:
+    """The CPU reproduction on the small grid: 600 steps x 64 episodes on 3000 clean expert episodes."""
+    return DiscoveryConfig(
+        data=DataConfig(num_episodes=3000, data_seed=2, variant="small"),
+        alpha=0.5,
+        steps=600,
+        batch_size=64,
+        lr=1e-3,
+        log_every=25,
+        eval_every=200,
+        checkpoint_every=600,
+        eval_episodes=300,
+    )
+
+
+PRESETS = {
+    "small": small_config,
+    "tiny": tiny_config,
+    "paper-grid": paper_grid_config,
+    "paper-ant": paper_ant_config,
+}
 
 
 class ControlledModel(nn.Module):
@@ -157,6 +181,13 @@ def discovery_losses(
         "kl": kl,
         "beta_mean": masked_mean(out.beta, later),
     }
+
+
+def kl_weight(cfg: DiscoveryConfig, step: int) -> float:
+    """alpha at optimiser step ``step`` (0-based), with the optional linear warm-up."""
+    if cfg.kl_warmup_steps <= 0:
+        return cfg.alpha
+    return cfg.alpha * min(1.0, (step + 1) / cfg.kl_warmup_steps)
 
 
 # -- switch statistics --------------------------------------------------------------------------
@@ -318,7 +349,7 @@ def train_metacontroller(
             idx = torch.randint(len(train), (cfg.batch_size,))
             part = train[idx]
             batch = Batch.from_trajectories(part.observations, part.actions, part.lengths, device)
-            losses = discovery_losses(wrapped, batch, part.lengths.to(device), cfg.alpha)
+            losses = discovery_losses(wrapped, batch, part.lengths.to(device), kl_weight(cfg, step))
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             if cfg.grad_clip > 0:

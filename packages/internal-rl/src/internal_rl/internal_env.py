@@ -95,8 +95,10 @@ class BatchedInternalEnv:
         greedy: bool = False,
         horizon: int = 100,
         layout: dict[str, Any] | None = None,
+        variant: str = "paper",
     ):
         self.base, self.meta, self.layer = model.base, model.meta, model.layer
+        self.variant = variant
         self.layout = layout
         self.device = next(self.base.parameters()).device
         self.num_envs, self.threshold, self.greedy, self.horizon = num_envs, threshold, greedy, horizon
@@ -107,7 +109,7 @@ class BatchedInternalEnv:
         # A layout pool of exactly one batch: every reseeded rollout draws only the layouts it uses.
         self.grid = make_grid(
             self.num_envs, self.task_set, tasks=self.tasks, seed=seed, device=self.device,
-            horizon=self.horizon, layout_pool=self.num_envs,
+            horizon=self.horizon, layout_pool=self.num_envs, variant=self.variant,
         )  # fmt: skip
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
 
@@ -211,10 +213,18 @@ class InternalGridEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, model: Any, task_set: str = "posttrain", *, tasks: tuple[Task, ...] | None = None,
-                 threshold: float = 0.5, greedy: bool = False, horizon: int = 100):  # fmt: skip
+                 threshold: float = 0.5, greedy: bool = False, horizon: int = 100,
+                 variant: str = "paper"):  # fmt: skip
         super().__init__()
         self.inner = BatchedInternalEnv(
-            model, 1, task_set, tasks=tasks, threshold=threshold, greedy=greedy, horizon=horizon
+            model,
+            1,
+            task_set,
+            tasks=tasks,
+            threshold=threshold,
+            greedy=greedy,
+            horizon=horizon,
+            variant=variant,
         )
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.inner.d_model,), np.float32)
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (self.inner.n_z,), np.float32)

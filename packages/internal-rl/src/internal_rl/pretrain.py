@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from internal_rl.backbone import Backbone, BackboneConfig, BackboneOutput, ant_backbone_config, shift_actions
+from internal_rl.envs.tasks import get_grid_spec
 from latentforge.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from latentforge.configs import config_from_dict, config_to_dict
 from latentforge.runs import MetricsLogger, create_run_dir
@@ -32,7 +33,6 @@ from latentforge.seeding import seed_everything
 GRID_ENV = "internal_rl/GridPinpad-v0"
 ANT_ENV = "internal_rl/AntPinpad-v0"
 CHECKPOINTS = "checkpoints"
-GRID_OBS_DIM = 637  # G^2 (W + O + 1) for the paper's 7 x 7 grid
 
 
 @dataclass
@@ -47,6 +47,9 @@ class DataConfig:
     """Episodes to generate when ``data_dir`` is unset (the paper does not state its dataset size)."""
     task_set: str = "pretrain"
     """Named task set to generate from (Table A1 / A2)."""
+    variant: str = "paper"
+    """Grid only: member of the gridworld family (``internal_rl.envs.tasks.GRID_SPECS``: "paper" 7 x 7,
+    8 colours in pairs; "small" 5 x 5, 4 single-colour subgoals)."""
     epsilon: float = 0.0
     """Expert noise when generating (grid: random-move probability; paper default 0)."""
     data_seed: int = 0
@@ -144,6 +147,24 @@ def tiny_config() -> PretrainConfig:
     )
 
 
+def small_config() -> PretrainConfig:
+    """The CPU reproduction's base model: the small 5 x 5 grid (``variant="small"``), a 4 x 64 Transformer
+    whose observation embedding also sees the grid re-centred on the agent (README: "the small grid")."""
+    return PretrainConfig(
+        data=DataConfig(num_episodes=20_000, eval_fraction=0.03, variant="small"),
+        model=BackboneConfig(
+            n_layers=4, d_model=64, n_heads=4, mlp_hidden=128, obs_embed_hidden=256, grid_embed="egocentric"
+        ),
+        steps=4000,
+        batch_size=64,
+        lr=1e-3,
+        eval_every=500,
+        log_every=50,
+        checkpoint_every=1000,
+        rollout_episodes=1024,
+    )
+
+
 def tiny_ant_config() -> PretrainConfig:
     """A CPU-sized ant run: 4 x 64 Hawk on 16 controller episodes (point --data.data-dir at more)."""
     # The CPU goal-reaching controller plans with MuJoCo look-ahead: tens of seconds per episode.
@@ -161,6 +182,7 @@ def tiny_ant_config() -> PretrainConfig:
 
 
 PRESETS = {
+    "small": small_config,
     "tiny": tiny_config,
     "tiny-ant": tiny_ant_config,
     "paper-grid": paper_grid_config,
@@ -287,6 +309,7 @@ def load_data(cfg: DataConfig) -> Any:
         seed=cfg.data_seed,
         epsilon=cfg.epsilon,
         num_envs=min(cfg.num_episodes, 1024),
+        env_kwargs={"variant": cfg.variant} if cfg.env_id == GRID_ENV else None,
     )
 
 
@@ -300,7 +323,11 @@ def split_data(data: Any, eval_fraction: float) -> tuple[Any, Any]:
 
 
 def model_config_for(data: Any, model: BackboneConfig) -> BackboneConfig:
-    """``model`` with the input/output sizes of ``data``."""
+    """``model`` with the input/output sizes of ``data`` (and the grid side, read off its layouts)."""
+    if model.grid_embed == "egocentric" and model.grid_size == 0 and "colour_cells" in data.layouts:
+        channels = data.layouts["colour_cells"].shape[1] + data.layouts["wall_cells"].shape[1] + 1
+        grid_size = math.isqrt(data.observations.shape[-1] // channels)
+        model = dataclasses.replace(model, obs_dim=data.observations.shape[-1], grid_size=grid_size)
     if data.is_discrete:
         n_actions = int(data.actions.max()) + 1
         action_dim = max(model.action_dim, n_actions) if model.discrete_actions else n_actions
@@ -338,6 +365,7 @@ def grid_rollout_success(
     num_episodes: int = 256,
     *,
     task_set: str = "pretrain",
+    variant: str = "paper",
     seed: int = 12345,
     greedy: bool = True,
     device: torch.device | str = "cpu",
@@ -345,10 +373,11 @@ def grid_rollout_success(
 ) -> dict[str, float]:
     """Let the base model act in fresh grid layouts (cached ``Backbone.step``), as the paper's agent would.
 
-    Returns the task success rate and the share of episodes ended by a wrong colour. This is the
-    direct check that the model steers to the right colours, which held-out action accuracy
-    (bounded by the expert's random tie-breaking) only measures indirectly. ``env`` (a
-    ``BatchedGridPinpad`` with ``num_episodes`` envs) replaces the freshly drawn one.
+    Returns the task success rate, the mean number of colours entered in the task's order, and the
+    share of episodes ended by a wrong colour. This is the direct check that the model steers to the
+    right colours, which held-out action accuracy (bounded by the expert's random tie-breaking) only
+    measures indirectly; compare with :func:`imitator_reference`. ``env`` (a ``BatchedGridPinpad``
+    with ``num_episodes`` envs) replaces the freshly drawn one.
     """
     from internal_rl.envs.grid_batched import BatchedGridPinpad
 
@@ -356,7 +385,7 @@ def grid_rollout_success(
     model.eval()
     device = torch.device(device)
     if env is None:
-        env = BatchedGridPinpad(num_episodes, task_set, device=device, seed=seed)
+        env = BatchedGridPinpad(num_episodes, task_set, variant=variant, device=device, seed=seed)
         env.reset()
     obs = env.observe()
     state = model.init_state(num_episodes, device)
@@ -364,25 +393,53 @@ def grid_rollout_success(
     alive = torch.ones(num_episodes, dtype=torch.bool, device=device)
     success = torch.zeros_like(alive)
     wrong = torch.zeros_like(alive)
+    colours = torch.zeros(num_episodes, device=device)
     prev = torch.full((num_episodes,), -1, dtype=torch.long, device=device)
-    while alive.any():
-        kwargs = {"prev_action": prev} if model.config.condition_on_prev_action else {}
-        out, state = model.step(obs.float(), state, **kwargs)
-        logits = out.action_logits[:, 0]
-        action = (
-            logits.argmax(-1) if greedy else torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
-        )
-        obs, _, terminated, truncated, info = env.step(action)
-        prev = action
-        cause = info["termination_cause"]
-        success |= alive & (cause == 1)
-        wrong |= alive & (cause == 2)
-        alive &= ~(terminated | truncated)
+    with torch.no_grad():
+        while alive.any():
+            kwargs = {"prev_action": prev} if model.config.condition_on_prev_action else {}
+            out, state = model.step(obs.float(), state, **kwargs)
+            logits = out.action_logits[:, 0]
+            action = (
+                logits.argmax(-1) if greedy else torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
+            )
+            obs, _, terminated, truncated, info = env.step(action)
+            prev = action
+            cause = info["termination_cause"]
+            colours = torch.where(alive, info["colours_visited"].float(), colours)
+            success |= alive & (cause == 1)
+            wrong |= alive & (cause == 2)
+            alive &= ~(terminated | truncated)
     model.train(was_training)
     return {
         "rollout_success": float(success.float().mean()),
+        "rollout_colours": float(colours.mean()),
         "rollout_wrong_colour": float(wrong.float().mean()),
     }
+
+
+def imitator_reference(tasks: tuple[tuple[int, ...], ...]) -> dict[str, float]:
+    """What a *perfect* imitator of the pretraining data scores in :func:`grid_rollout_success`.
+
+    The task is not in the observation: a model that reproduces the data exactly walks the colour
+    sequence of a task drawn like the data's (uniform over ``tasks``), independently of the episode's
+    own task. It succeeds when the two agree (probability sum_k p_k^2 = 1 / #tasks for distinct tasks)
+    and enters on average sum_j P(first j colours agree) colours in order. An expert, which knows
+    the task, scores 1 and ``len(task)``.
+    """
+    p = 1.0 / len(tasks)
+    longest = max(len(t) for t in tasks)
+    colours = 0.0
+    for j in range(1, longest + 1):
+        prefixes: dict[tuple[int, ...], float] = {}
+        for task in tasks:
+            if len(task) >= j:
+                prefixes[task[:j]] = prefixes.get(task[:j], 0.0) + p
+        colours += sum(q * q for q in prefixes.values())
+    full: dict[tuple[int, ...], float] = {}
+    for task in tasks:
+        full[task] = full.get(task, 0.0) + p
+    return {"imitator_success": sum(q * q for q in full.values()), "imitator_colours": colours}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -507,15 +564,20 @@ def pretrain(cfg: PretrainConfig, data: Any = None) -> PretrainResult:
                 break
     elapsed = time.perf_counter() - t0
     # (synthetic test data may use the grid id with another observation size: nothing to play then)
-    if data.env_id == GRID_ENV and cfg.rollout_episodes > 0 and model_cfg.obs_dim == GRID_OBS_DIM:
-        rollout = grid_rollout_success(
-            model,
-            cfg.rollout_episodes,
-            task_set=cfg.data.task_set,
-            seed=cfg.data.data_seed + 12345,
-            device=device,
-        )
+    if (
+        data.env_id == GRID_ENV
+        and cfg.rollout_episodes > 0
+        and model_cfg.obs_dim == get_grid_spec(cfg.data.variant).obs_dim
+    ):
+        from internal_rl.envs.tasks import get_task_set, grid_task_sets
+
+        play = dict(task_set=cfg.data.task_set, variant=cfg.data.variant, seed=cfg.data.data_seed + 12345)
+        rollout = grid_rollout_success(model, cfg.rollout_episodes, device=device, **play)
+        sampled = grid_rollout_success(model, cfg.rollout_episodes, device=device, greedy=False, **play)
+        tasks = get_task_set(grid_task_sets(cfg.data.variant), cfg.data.task_set)
         metrics.update({f"eval/{k}": v for k, v in rollout.items()})
+        metrics.update({f"eval/{k}_sampled": v for k, v in sampled.items()})
+        metrics.update({f"eval/{k}": v for k, v in imitator_reference(tasks).items()})
     result = {
         **metrics,
         "steps": done,

@@ -49,45 +49,41 @@ class ReproduceConfig:
     """Pipeline settings. Defaults: the tiny CPU configuration (a few minutes per stage)."""
 
     base_run: Path | None = None
-    """Reuse a pretraining run (skips pretraining); otherwise the ``tiny`` preset is trained."""
-    pretrain_preset: str = "tiny"
-    """Pretraining preset when no base run is given (tiny, paper-grid)."""
+    """Reuse a pretraining run (skips pretraining); otherwise ``pretrain_preset`` is trained."""
+    pretrain_preset: str = "small"
+    """Pretraining preset when no base run is given (small, tiny, paper-grid)."""
     pretrain_steps: int | None = None
     """Override of the preset's steps (None keeps the preset)."""
     base_models: int = 1
     """Pretrained base models (the paper: 10); ignored with ``base_run``."""
     probe: bool = True
-    probe_steps: int = 500
-    probe_episodes: int = 300
-    discovery: _discovery.DiscoveryConfig = field(
-        default_factory=lambda: dataclasses.replace(_discovery.tiny_config(), steps=300, eval_every=100)
-    )
-    meta_seeds: int = 1
+    probe_steps: int = 1500
+    probe_episodes: int = 2000
+    discovery: _discovery.DiscoveryConfig = field(default_factory=_discovery.small_config)
+    meta_seeds: int = 3
     """Metacontroller (and CompILE) seeds per base model (the paper: 3)."""
-    compile: _compile_rl.CompileRunConfig = field(
-        default_factory=lambda: dataclasses.replace(
-            _compile_rl.tiny_config(),
-            compile=dataclasses.replace(_compile_rl.tiny_config().compile, steps=300),
-        )
-    )
+    compile: _compile_rl.CompileRunConfig = field(default_factory=_compile_rl.small_config)
     """CompILE (method "compile"); its data is the metacontrollers' D*, not ``compile.data``."""
-    rl: _rl.RLConfig = field(
-        default_factory=lambda: dataclasses.replace(
-            _rl.tiny_config(), steps=12, batch_size=64, checkpoint_every=12
-        )
-    )
-    rl_seeds: int = 3
-    """RL seeds per metacontroller."""
+    rl: _rl.RLConfig = field(default_factory=_rl.small_config)
+    rl_seeds: int = 1
+    """RL seeds per metacontroller (raw-action RL: per base model and metacontroller seed, so every
+    method gets ``meta_seeds x rl_seeds`` runs of the same episode budget)."""
     methods: tuple[str, ...] = METHODS
-    alpha_sweep: tuple[float, ...] = (0.0, 1.0)
+    raw_action_runs: int | None = None
+    """Raw-action RL runs (each ``rl_seeds`` seeds); None = one per base model x metacontroller seed, the
+    same count as the other methods (the paper ran raw-action GRPO with 3 seeds)."""
+    alpha_sweep: tuple[float, ...] = (0.05, 0.1, 0.17, 0.3, 0.5, 1.0)
     """Alphas for the rate-distortion plot (each trains one more metacontroller)."""
-    sweep_steps: int = 200
+    sweep_steps: int = 600
     seed: int = 0
     num_threads: int = 1
     run_root: Path = Path("runs")
     exp_name: str = "reproduce"
     env: str = "grid"
     """"grid" or "ant" (ant-pinpad: success also divided by the expert's 0.7)."""
+    variant: str = "small"
+    """Grid only: the member of the gridworld family every stage runs on ("small" 5 x 5, "paper" 7 x 7);
+    it overrides the variant of each stage's data and RL config."""
     ant_horizon: int = 500
     """Ant only: horizon T of the generated expert episodes (paper 500; RL's is ``rl.horizon``)."""
     pretrain_config: _pretrain.PretrainConfig | None = None
@@ -101,6 +97,7 @@ class ReproduceConfig:
 def paper_config() -> ReproduceConfig:
     """The paper's settings (GPU): 10 base models x 3 metacontrollers, Tables A4/A9/A13, alpha grid."""
     return ReproduceConfig(
+        variant="paper",
         pretrain_preset="paper-grid",
         base_models=10,
         probe_steps=8000,
@@ -110,15 +107,37 @@ def paper_config() -> ReproduceConfig:
         compile=_compile_rl.paper_grid_config(),
         rl=_rl.paper_grid_config(),
         rl_seeds=1,
+        raw_action_runs=3,
         alpha_sweep=_discovery.ALPHA_GRID,
         sweep_steps=64_000,
         num_threads=0,
     )
 
 
-def tiny_config() -> ReproduceConfig:
-    """CPU default: tiny base model, 300-step metacontrollers, 3 RL seeds x 12 iterations x 64 episodes."""
+def small_config() -> ReproduceConfig:
+    """CPU default (``make train-internal-rl``): the small 5 x 5 grid, every stage (README: "the small grid")."""
     return ReproduceConfig()
+
+
+def tiny_config() -> ReproduceConfig:
+    """The earlier CPU wiring check on the paper's 7 x 7 grid: tiny base model, 300-step metacontrollers,
+    3 RL seeds x 12 iterations x 64 episodes (every method stays at 0: README, "Measured")."""
+    return ReproduceConfig(
+        variant="paper",
+        pretrain_preset="tiny",
+        probe_steps=500,
+        probe_episodes=300,
+        discovery=dataclasses.replace(_discovery.tiny_config(), steps=300, eval_every=100),
+        meta_seeds=1,
+        compile=dataclasses.replace(
+            _compile_rl.tiny_config(),
+            compile=dataclasses.replace(_compile_rl.tiny_config().compile, steps=300),
+        ),
+        rl=dataclasses.replace(_rl.tiny_config(), steps=12, batch_size=64, checkpoint_every=12),
+        rl_seeds=3,
+        alpha_sweep=(0.0, 1.0),
+        sweep_steps=200,
+    )
 
 
 def paper_ant_config() -> ReproduceConfig:
@@ -133,6 +152,7 @@ def paper_ant_config() -> ReproduceConfig:
         compile=_compile_rl.paper_ant_config(),
         rl=_rl.paper_ant_config(),
         rl_seeds=1,
+        raw_action_runs=3,
         alpha_sweep=_discovery.ALPHA_GRID,
         sweep_steps=32_000,
         num_threads=0,
@@ -167,13 +187,16 @@ def tiny_ant_config() -> ReproduceConfig:
             _rl.paper_ant_config(), ppo=_rl.PPOConfig(lr=3e-4), policy_width=64, steps=4, batch_size=8,
             horizon=horizon, checkpoint_every=4,
         ),
+        meta_seeds=1,
         rl_seeds=2,
+        raw_action_runs=1,
         alpha_sweep=(0.0, 1.0),
         sweep_steps=100,
     )  # fmt: skip
 
 
 PRESETS = {
+    "small": small_config,
     "tiny": tiny_config,
     "paper": paper_config,
     "tiny-ant": tiny_ant_config,
@@ -202,6 +225,11 @@ def load_env_data(cfg: ReproduceConfig, data_cfg: _pretrain.DataConfig) -> Any:
         epsilon=data_cfg.epsilon,
         env_kwargs={"horizon": cfg.ant_horizon},
     )
+
+
+def _on_variant(cfg: ReproduceConfig, data: _pretrain.DataConfig) -> _pretrain.DataConfig:
+    """``data`` on the run's grid variant (ant data is left alone)."""
+    return data if cfg.env == "ant" else dataclasses.replace(data, variant=cfg.variant)
 
 
 def _check_env(cfg: ReproduceConfig, what: str, env_id: str) -> None:
@@ -245,7 +273,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         pretrain_data = None  # ant: generated once, shared by the base models (grid: each regenerates)
         for k in range(cfg.base_models):
             pcfg = cfg.pretrain_config or _pretrain.PRESETS[cfg.pretrain_preset]()
-            pcfg = dataclasses.replace(pcfg, seed=cfg.seed + k, **common)
+            pcfg = dataclasses.replace(pcfg, seed=cfg.seed + k, data=_on_variant(cfg, pcfg.data), **common)
             if cfg.pretrain_steps is not None:
                 pcfg = dataclasses.replace(pcfg, steps=cfg.pretrain_steps)
             if cfg.pretrain_data_dir is not None:
@@ -263,7 +291,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
 
     # The clean data D* of every method; the ant loads it first because its probes reuse it
     # (labelled ant episodes are expensive), the grid probes draw their own layouts.
-    dcfg = dataclasses.replace(cfg.discovery, **common)
+    dcfg = dataclasses.replace(cfg.discovery, data=_on_variant(cfg, cfg.discovery.data), **common)
     if cfg.discovery_data_dir is not None:
         dcfg = dataclasses.replace(dcfg, data=dataclasses.replace(dcfg.data, data_dir=cfg.discovery_data_dir))
     data = None
@@ -277,7 +305,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     if cfg.probe:
         start = time.perf_counter()
         pc = _probe.tiny_probe_config()
-        probe_data = dataclasses.replace(pc.data, num_episodes=cfg.probe_episodes)
+        probe_data = _on_variant(cfg, dataclasses.replace(pc.data, num_episodes=cfg.probe_episodes))
         if ant:
             probe_data = dataclasses.replace(dcfg.data, epsilon=0.0, eval_fraction=pc.data.eval_fraction)
         pc = dataclasses.replace(
@@ -369,6 +397,10 @@ def reproduce(cfg: ReproduceConfig) -> Path:
 
     # 4. RL on the post-training task, every method with the same harness and episode budget
     rcfg = dataclasses.replace(cfg.rl, **common)
+    if not ant:
+        from internal_rl.envs.tasks import get_grid_spec
+
+        rcfg = dataclasses.replace(rcfg, variant=cfg.variant, horizon=get_grid_spec(cfg.variant).horizon)
     results["rl_task"] = rcfg.tasks or rcfg.task_set
     results["rl"] = {}
     curves: dict[str, list[list[float]]] = {}
@@ -376,7 +408,11 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     for name in methods:
         start = time.perf_counter()
         entry: dict[str, Any] = {"metrics": [], "decisions": [], "episodes": []}
-        models = metas.get(name, [None]) if name != "raw-action" else [None]
+        if name == "raw-action":
+            runs = cfg.raw_action_runs or len(base_runs) * cfg.meta_seeds
+            models = [None] * runs
+        else:
+            models = metas.get(name, [None])
         for m_index, model in enumerate(models):
             for s in range(cfg.rl_seeds):
                 seed = cfg.seed + 1000 * m_index + s

@@ -66,6 +66,8 @@ class RLConfig:
     task_set: str = "posttrain"
     tasks: str = ""
     """Explicit tasks instead of ``task_set`` (e.g. "0-1" for an easy one)."""
+    variant: str = "paper"
+    """Grid only: member of the gridworld family the base model was pretrained on ("paper", "small")."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     policy_width: int = 256
     """Embedding of the 1-layer SSM policy."""
@@ -109,7 +111,25 @@ def tiny_config() -> RLConfig:
     )
 
 
-PRESETS = {"tiny": tiny_config, "paper-grid": paper_grid_config, "paper-ant": paper_ant_config}
+def small_config() -> RLConfig:
+    """The CPU reproduction on the small grid's post-training task 0-1-2-3 (horizon 40)."""
+    return RLConfig(
+        variant="small",
+        horizon=40,
+        ppo=PPOConfig(lr=1e-3),
+        policy_width=64,
+        steps=40,
+        batch_size=64,
+        checkpoint_every=40,
+    )
+
+
+PRESETS = {
+    "small": small_config,
+    "tiny": tiny_config,
+    "paper-grid": paper_grid_config,
+    "paper-ant": paper_ant_config,
+}
 
 
 class SSMPolicy(nn.Module):
@@ -370,7 +390,7 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
     make_env = BatchedInternalEnv if model.base.config.discrete_actions else _ant_env
     env = make_env(
         model, cfg.batch_size, cfg.task_set, tasks=parse_tasks(cfg.tasks), threshold=cfg.threshold,
-        horizon=cfg.horizon,
+        horizon=cfg.horizon, **({"variant": cfg.variant} if model.base.config.discrete_actions else {}),
     )  # fmt: skip
 
     def collect_fn(iteration: int, generator: torch.Generator) -> Rollout:

@@ -26,7 +26,9 @@ def register_envs() -> None:
     if GRID_ID not in gym.registry:
         gym.register(GRID_ID, entry_point="internal_rl.envs.grid:GridPinpadEnv")
     if GRID_SMALL_ID not in gym.registry:
-        gym.register(GRID_SMALL_ID, entry_point="internal_rl.envs.grid:GridPinpadEnv", kwargs={"variant": "small"})
+        gym.register(
+            GRID_SMALL_ID, entry_point="internal_rl.envs.grid:GridPinpadEnv", kwargs={"variant": "small"}
+        )
     if ANT_ID not in gym.registry:
         gym.register(ANT_ID, entry_point="internal_rl.envs.ant:AntPinpadEnv")
 
