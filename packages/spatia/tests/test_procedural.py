@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from latentforge.kernels import project_points
 from spatia.data.procedural import ProceduralClips, sample_scene, sample_surface_points
-from spatia.memory import PointCloud, render_memory, select_references, unproject_depth, voxel_downsample
+from spatia.spatial_memory import SpatialMemory, unproject_depth
 
 H, W = 24, 32
 
@@ -81,26 +81,6 @@ def test_dynamic_mask_marks_the_moving_box_only(scene_and_clip):
         assert torch.all((cloud.points >= lo - 1e-3) & (cloud.points <= hi + 1e-3))
 
 
-def test_voxel_downsample_keeps_one_point_per_voxel():
-    pts = torch.tensor([[0.01, 0.01, 0.01], [0.02, 0.02, 0.02], [0.5, 0.5, 0.5]])
-    cloud = voxel_downsample(PointCloud(pts, torch.eye(3)), 0.1)
-    assert len(cloud) == 2
-    assert torch.equal(cloud.points[0], pts[0]) and torch.equal(cloud.colors[0], torch.eye(3)[0])
-
-
-def test_select_references_prefers_views_that_overlap_the_target(scene_and_clip):
-    _, clip = scene_and_clip
-    same = unproject_depth(clip.images[4:5], clip.depth[4:5], clip.intrinsics[:1], clip.extrinsics_w2c[4:5])
-    behind = PointCloud(
-        same.points * torch.tensor([1.0, 1.0, -1.0]) + torch.tensor([0, 0, -50.0]), same.colors
-    )
-    empty = PointCloud(torch.zeros(0, 3), torch.zeros(0, 3))
-    picked = select_references(
-        [behind, empty, same], clip.intrinsics[4:5], clip.extrinsics_w2c[4:5], H, W, k=2
-    )
-    assert picked == [2]  # the others cover nothing of the target view
-
-
 def test_training_clips_carry_the_memory_condition():
     data = ProceduralClips(
         num_scenes=1,
@@ -128,12 +108,42 @@ def test_training_clips_carry_the_memory_condition():
     assert static.float().mean() > 0.5
     assert match[static].float().mean() > 0.7  # other views' points of the same surface compete in the z-test
     assert torch.all(later.render[:, later.holes] == -1)  # holes are black in [-1, 1]
-    # Renders equal rendering the same memory at inference time.
-    again, holes = render_memory(
-        data._cloud(scene, range(0, history_start + 5)), later.intrinsics, later.extrinsics_w2c, H, W
+    # The condition is the generation memory's: a SpatialMemory fed the same frames as generation feeds
+    # it (add_frames with depth and dynamic masks) renders the same pixels and retrieves the same references.
+    memory = SpatialMemory(voxel_size=data.voxel_size)
+    memory.add_frames(
+        scene.images[: history_start + 5],
+        scene.depth[: history_start + 5],
+        scene.extrinsics_w2c[: history_start + 5],
+        scene.intrinsics[: history_start + 5],
+        dynamic_masks=scene.dynamic_mask[: history_start + 5],
     )
-    assert torch.equal(again * 2 - 1, later.render.permute(1, 0, 2, 3)) and torch.equal(holes, later.holes)
+    again, holes = memory.render(later.extrinsics_w2c, later.intrinsics, H, W)
+    assert torch.equal(again * 2 - 1, later.render.permute(1, 0, 2, 3)) and torch.equal(
+        holes[:, 0], later.holes
+    )
+    target = slice(history_start + 5, history_start + 9)
+    refs = memory.retrieve(
+        scene.extrinsics_w2c[target],
+        scene.intrinsics[target],
+        H,
+        W,
+        k=2,
+        exclude=list(range(history_start, history_start + 5)),
+    )
+    assert len(refs) == 2
+    for r, i in enumerate(sorted(refs)):
+        assert torch.equal(scene.images[i] * 2 - 1, later.references[:, r])
 
     first = data.sample(0, first=True)
     assert first.num_history_frames == 1 and first.references.shape[1] == 0
     assert first.holes[0].float().mean() < 0.2  # the conditioning image's own points cover its view
+
+
+def test_supersampling_blends_only_across_texture_borders():
+    """Anti-aliased frames keep the pixel-centre depth and agree with one ray per pixel inside texture cells."""
+    _, sharp = sample_scene(5, 2, H, W, cell_range=(0.8, 1.6))
+    _, smooth = sample_scene(5, 2, H, W, cell_range=(0.8, 1.6), supersample=4)
+    assert torch.equal(sharp.depth, smooth.depth) and torch.equal(sharp.dynamic_mask, smooth.dynamic_mask)
+    same = (sharp.images - smooth.images).abs().amax(1) < 1e-6
+    assert 0.5 < same.float().mean() < 1.0  # cell interiors agree; borders are blends

@@ -73,6 +73,24 @@ def test_stage1_changes_only_control_weights():
     assert all(not p.requires_grad for n, p in model.named_parameters() if n not in control)
 
 
+def test_stage0_changes_only_main_weights_and_its_export_seeds_the_control_blocks(tmp_path):
+    from spatia.models import SpatiaTransformer3DModel
+    from spatia.trainer import export_pretrained
+
+    model = tiny_spatia_transformer()
+    params = configure_stage(model, 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _one_step(model, params)
+    changed = _changed(before, model)
+    assert changed and not changed & set(model.control_state_dict())
+    assert any(k.startswith("blocks.3.") for k in changed) and "proj_out.weight" in changed
+    path = export_pretrained(model, tmp_path, stage=0)
+    loaded = SpatiaTransformer3DModel.from_pretrained(path)
+    for block, layer in zip(loaded.vace_blocks, loaded.config.vace_layers, strict=True):
+        torch.testing.assert_close(block.ffn.net[2].weight, model.blocks[layer].ffn.net[2].weight)
+        assert torch.count_nonzero(block.proj_out.weight) == 0  # still silent until stage 1 trains it
+
+
 def test_stage2_changes_only_lora_weights_of_main_blocks():
     model = tiny_spatia_transformer()
     for block in model.vace_blocks:  # a "trained" stage-1 branch, so the test sees it stay frozen

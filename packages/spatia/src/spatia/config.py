@@ -26,6 +26,15 @@ class ModelConfig:
     """Start each control block from the main block at its layer (ControlNet-style)."""
     revision: str | None = None
     """Hub revision of ``pretrained`` (pin it for reproducible runs)."""
+    vae: str | None = None
+    """A VAE folder (``AutoencoderKLWan`` or ``spatia.models.TinyCausalVAE``) used instead of
+    ``pretrained``'s; with "tiny", the tiny transformer's latent channels follow its ``z_dim``."""
+    tiny_heads: int = 2
+    """Tiny networks only: attention heads of the tiny transformer (head dim 12)."""
+    tiny_ffn_dim: int = 32
+    """Tiny networks only: feed-forward width of the tiny transformer."""
+    tiny_patch: int = 2
+    """Tiny networks only: spatial patch of the tiny transformer (Wan's is 2)."""
 
 
 @dataclass
@@ -56,8 +65,17 @@ class DataConfig:
     """Caption used when a source has none (RealEstate10K ships no captions)."""
     num_scenes: int = 64
     """Procedural source: how many scenes to generate."""
+    clips_per_scene: int = 1
+    """Procedural source: distinct clips (start frames) cut from each scene's trajectory, per clip kind."""
     dynamic_object: bool = True
     """Procedural source: add a moving box (kept out of the memory, as the paper does)."""
+    cell_range: tuple[float, float] = (0.3, 0.9)
+    """Procedural source: texture cell sizes (world units)."""
+    supersample: int = 1
+    """Procedural source: anti-aliasing rays per pixel side (1: one ray per pixel)."""
+    memory_voxel_size: float = 0.01
+    """Voxel of the spatial memory that makes the training clips' control input (world units; the
+    paper's 1 cm). Generation must fuse with the same value (``spatia reproduce`` passes it on)."""
 
 
 @dataclass
@@ -68,8 +86,9 @@ class TrainConfig:
     """Experiment name in the run folder's name."""
     seed: int = 1
     """Seed for python, NumPy and torch."""
-    stage: Literal[1, 2] = 1
-    """1: train the control blocks, main network frozen; 2: freeze them, LoRA on the main blocks."""
+    stage: Literal[0, 1, 2] = 1
+    """1: train the control blocks, main network frozen; 2: freeze them, LoRA on the main blocks;
+    0 (tiny networks, not in the paper): pretrain the random main network, standing in for Wan2.2's pretraining."""
     iterations: int = 8000
     """Optimizer steps (paper: 8,000 in stage 1, 5,000 in stage 2)."""
     learning_rate: float = 1e-5
@@ -83,7 +102,8 @@ class TrainConfig:
     lora_alpha: int = 64
     """Stage 2 LoRA alpha."""
     stage1_checkpoint: str | None = None
-    """Stage 2: the stage-1 export folder (``.../export/transformer``) whose control blocks are frozen."""
+    """Stage 2: the stage-1 export folder (``.../export/transformer``) whose control blocks are frozen;
+    stage 1: a stage-0 export to start from (tiny networks)."""
     timestep_shift: float = 5.0
     """Shift of the flow-matching sigma distribution (Wan2.2-TI2V-5B samples with flow shift 5.0)."""
     history_noise_max: float = 50.0
@@ -139,6 +159,7 @@ def tiny_config() -> TrainConfig:
             history_frames=5,
             num_reference_frames=2,
             num_scenes=2,
+            memory_voxel_size=0.02,
         ),
     )
 

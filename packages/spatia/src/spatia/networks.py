@@ -54,8 +54,21 @@ def build_networks(
     if config.pretrained == "tiny":
         from spatia.tiny import ByteTokenizer, tiny_base_transformer, tiny_text_encoder, tiny_vae
 
-        base = tiny_base_transformer()
-        vae, text_encoder = tiny_vae(), tiny_text_encoder()
+        if config.vae is not None:
+            from spatia.models.tiny_vae import load_vae
+
+            vae = load_vae(config.vae)
+        else:
+            vae = tiny_vae()
+        z = vae.config.z_dim
+        base = tiny_base_transformer(
+            in_channels=z,
+            out_channels=z,
+            num_attention_heads=config.tiny_heads,
+            ffn_dim=config.tiny_ffn_dim,
+            patch_size=(1, config.tiny_patch, config.tiny_patch),
+        )
+        text_encoder = tiny_text_encoder()
         tokenize: Tokenize = ByteTokenizer()
         text_length = TINY_TEXT_LENGTH
     else:
@@ -68,9 +81,14 @@ def build_networks(
             base = WanTransformer3DModel.from_pretrained(
                 config.pretrained, subfolder="transformer", torch_dtype=dtype, **kw
             )
-        vae = AutoencoderKLWan.from_pretrained(
-            config.pretrained, subfolder="vae", torch_dtype=torch.float32, **kw
-        )
+        if config.vae is not None:
+            from spatia.models.tiny_vae import load_vae
+
+            vae = load_vae(config.vae)
+        else:
+            vae = AutoencoderKLWan.from_pretrained(
+                config.pretrained, subfolder="vae", torch_dtype=torch.float32, **kw
+            )
         text_encoder = UMT5EncoderModel.from_pretrained(
             config.pretrained, subfolder="text_encoder", torch_dtype=dtype, **kw
         )

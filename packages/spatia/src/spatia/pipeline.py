@@ -194,6 +194,8 @@ class SpatiaPipeline(DiffusionPipeline):
         """
         from transformers import AutoTokenizer, UMT5EncoderModel
 
+        from spatia.models.tiny_vae import load_vae
+
         root = Path(pretrained_model_name_or_path)
         if not root.is_dir():
             from huggingface_hub import snapshot_download
@@ -215,7 +217,7 @@ class SpatiaPipeline(DiffusionPipeline):
         return cls(
             tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer"),
             text_encoder=UMT5EncoderModel.from_pretrained(root / "text_encoder", **dtype).eval(),
-            vae=AutoencoderKLWan.from_pretrained(root / "vae", torch_dtype=torch.float32),
+            vae=load_vae(str(root / "vae")),
             transformer=SpatiaTransformer3DModel.from_pretrained(root / "transformer", **dtype),
             scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(root / "scheduler"),
             **{

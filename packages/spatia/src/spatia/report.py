@@ -35,9 +35,20 @@ def verdict(summary: dict) -> str:
 def write_report(results: dict, path: str | Path) -> Path:
     """Markdown report of one reproduce run."""
     cfg, summary, t = results["config"], results["summary"], results["timings"]
+    ae = results.get("autoencoder")
+    ae_line = (
+        f"Autoencoder: tiny causal VAE ({'loaded from the cache' if ae.get('cached') else 'trained'}), held-out "
+        f"round trip {ae['heldout_psnr']:.2f} dB PSNR (train {ae['train_psnr']:.2f} dB), "
+        f"{ae['config']['iterations']} steps, {ae['seconds']:.0f} s when trained."
+        if ae
+        else "Autoencoder: the configured model's VAE (not trained here)."
+    )
     lines = [
         "# spatia reproduce",
         "",
+        ae_line,
+        f"Stage 0 (pretraining the random tiny main network; not in the paper) {cfg.get('stage0_iterations', 0)} "
+        f"steps ({t.get('stage0_s', 0):.0f} s).",
         f"Tiny model: stage 1 {cfg['stage1_iterations']} steps, stage 2 {cfg['stage2_iterations']} steps on "
         f"{cfg['train']['data']['num_scenes']} procedural rooms at {cfg['train']['data']['height']}x"
         f"{cfg['train']['data']['width']}; evaluation on held-out rooms {list(cfg['eval_scenes'])}, loop trajectory "
@@ -82,9 +93,9 @@ def write_report(results: dict, path: str | Path) -> Path:
         "pose; match accuracy is the share of first-visit SIFT keypoints re-found within 2 px of their true "
         "place. 'PSNR new vs memory render' measures how closely new frames follow the rendered memory on the "
         "pixels it covers (does the control branch copy it?); 'PSNR new vs last context' how closely they repeat "
-        "the last context frame (does the model copy its context?). The tiny VAE is random and untrained, so "
-        "decoded pixels are limited by the VAE round trip above: compare settings with each other, not with the "
-        "paper's numbers.",
+        "the last context frame (does the model copy its context?). `wrong_room_*` gives the model the memory "
+        "of another room seen from the same start camera (a control that should lower PSNR_C). Decoded pixels "
+        "are limited by the VAE round trip above: compare settings with each other, not with the paper's numbers.",
         "",
     ]
     path = Path(path)

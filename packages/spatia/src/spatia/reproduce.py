@@ -27,6 +27,7 @@ import torch
 
 from latentforge.runs import create_run_dir
 from latentforge.seeding import seed_everything
+from spatia.autoencoder import AutoencoderConfig
 from spatia.config import TrainConfig, paper_config, tiny_config
 
 
@@ -36,6 +37,16 @@ class ReproduceConfig:
 
     train: TrainConfig = field(default_factory=tiny_config)
     """Training base values (stage, iterations and learning rate are set per stage below)."""
+    use_trained_autoencoder: bool = False
+    """Tiny networks: train (or load the cached) tiny causal autoencoder first and use it as the VAE
+    (False keeps ``train.model``'s VAE: Wan2.2's at paper scale)."""
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    """The tiny autoencoder and its training (cached under ``<runs_root>/spatia/cache``)."""
+    stage0_iterations: int = 0
+    """Tiny networks: steps pretraining the random main network before stage 1 (a stand-in for
+    Wan2.2's pretraining; the paper starts from the pretrained model, so 0 there)."""
+    stage0_learning_rate: float = 1e-3
+    """Stage 0 learning rate."""
     stage1_iterations: int = 150
     """Stage 1 optimizer steps (paper: 8,000)."""
     stage1_learning_rate: float = 1e-3
@@ -50,6 +61,11 @@ class ReproduceConfig:
     """Sampling seeds per scene and setting."""
     reference_counts: tuple[int, ...] = (1, 3, 7)
     """Reference-frame counts of the with-memory runs (paper sweeps 1..7)."""
+    wrong_room_control: bool = False
+    """Also run with the memory of another room (seen from the same start camera): a control that must hurt."""
+    there_and_back: bool = False
+    """Evaluate on the first half of the loop followed by the same path backwards, so the whole last
+    quarter revisits the first (the plain loop revisits its start only at its last frame)."""
     num_clips: int = 5
     """Clips along the loop (frames: first clip + (num_clips - 1) * new frames)."""
     loop_radius: float = 0.4
@@ -62,8 +78,6 @@ class ReproduceConfig:
     """CFG scale (paper: 5.0; the tiny model is trained with one prompt, so guidance has nothing to use)."""
     update_memory: bool = True
     """SLAM-update the memory after every clip (pycolmap)."""
-    voxel_size: float = 0.02
-    """Memory voxel (world units)."""
     fov_degrees: float = 75.0
     """Field of view of the evaluation cameras (the procedural training data's)."""
     from_run: str | None = None
@@ -75,7 +89,33 @@ class ReproduceConfig:
 
 
 def tiny_reproduce() -> ReproduceConfig:
-    return ReproduceConfig()
+    """The CPU default of ``make train-spatia`` (about 20 minutes on 2 shared cores)."""
+    base = tiny_config()
+    train = replace(
+        base,
+        batch_size=4,
+        model=replace(base.model, tiny_heads=4, tiny_ffn_dim=96),
+        data=replace(
+            base.data,
+            num_scenes=48,
+            clips_per_scene=2,
+            cell_range=(0.8, 1.6),
+            supersample=2,
+            first_clip_probability=0.25,
+        ),
+    )
+    return ReproduceConfig(
+        train=train,
+        use_trained_autoencoder=True,
+        autoencoder=AutoencoderConfig(cell_range=(0.8, 1.6), supersample=2),
+        stage0_iterations=600,
+        stage1_iterations=400,
+        stage2_iterations=200,
+        eval_scenes=(1000, 1001, 1002),
+        seeds=(0, 1),
+        wrong_room_control=True,
+        there_and_back=True,
+    )
 
 
 def paper_reproduce() -> ReproduceConfig:
@@ -90,7 +130,6 @@ def paper_reproduce() -> ReproduceConfig:
         reference_counts=(1, 3, 5, 7),
         num_inference_steps=50,
         guidance_scale=5.0,
-        voxel_size=0.01,
     )
 
 
@@ -105,6 +144,19 @@ def train_stages(config: ReproduceConfig, run_dir: Path) -> tuple[Path, Path, di
     from spatia.trainer import train
 
     timings = {}
+    start_from = None
+    if config.stage0_iterations > 0:
+        t0 = time.time()
+        s0 = replace(
+            config.train,
+            stage=0,
+            iterations=config.stage0_iterations,
+            learning_rate=config.stage0_learning_rate,
+            checkpoint_every=max(config.stage0_iterations, 1),
+        )
+        stage0_dir = train(s0, run_dir=_fresh(run_dir / "stage0"))
+        start_from = str(stage0_dir / "export" / "transformer")
+        timings["stage0_s"] = time.time() - t0
     t0 = time.time()
     s1 = replace(
         config.train,
@@ -112,6 +164,7 @@ def train_stages(config: ReproduceConfig, run_dir: Path) -> tuple[Path, Path, di
         iterations=config.stage1_iterations,
         learning_rate=config.stage1_learning_rate,
         checkpoint_every=max(config.stage1_iterations, 1),
+        stage1_checkpoint=start_from,
     )
     stage1_dir = train(s1, run_dir=_fresh(run_dir / "stage1"))
     timings["stage1_s"] = time.time() - t0
@@ -194,20 +247,44 @@ class EvalScene:
     depth: torch.Tensor
 
 
-def eval_scene(seed: int, config: ReproduceConfig, num_frames: int) -> EvalScene:
-    from spatia.data.procedural import intrinsics_from_fov, orbit_trajectory, random_scene, render
+def eval_trajectory(config: ReproduceConfig, num_frames: int, start: torch.Tensor) -> torch.Tensor:
+    """The evaluation cameras: the ``loop`` preset, or its first half then the same path back."""
     from spatia.trajectories import loop
 
+    kw = {"radius": config.loop_radius, "angle_degrees": config.loop_angle_degrees, "start_w2c": start}
+    if not config.there_and_back:
+        return loop(num_frames, **kw)
+    full = loop(num_frames, **kw)
+    # Frame i and frame F-1-i share a pose: the way back revisits the way out, frame for frame.
+    return full[[min(i, num_frames - 1 - i) for i in range(num_frames)]]
+
+
+def eval_scene(seed: int, config: ReproduceConfig, num_frames: int) -> EvalScene:
+    from spatia.data.procedural import intrinsics_from_fov, orbit_trajectory, random_scene, render
+
+    data = config.train.data
     gen = torch.Generator().manual_seed(seed)
-    scene = random_scene(gen, dynamic_object=False)
+    scene = random_scene(gen, dynamic_object=False, cell_range=data.cell_range)
     start = orbit_trajectory(scene, 1, gen)[0]
-    w2c = loop(
-        num_frames, radius=config.loop_radius, angle_degrees=config.loop_angle_degrees, start_w2c=start
-    )
-    h, w = config.train.data.height, config.train.data.width
+    w2c = eval_trajectory(config, num_frames, start)
+    h, w = data.height, data.width
     k = intrinsics_from_fov(h, w, config.fov_degrees)
-    clip = render(scene, k, w2c, h, w)
+    clip = render(scene, k, w2c, h, w, supersample=data.supersample)
     return EvalScene(seed, w2c, k, clip.images, clip.depth)
+
+
+def wrong_room_memory(config: ReproduceConfig, scene: EvalScene):
+    """A memory of another room (seed + 7919) seen from this scene's start camera: the wrong-memory control."""
+    from spatia.data.procedural import random_scene, render
+    from spatia.spatial_memory import SpatialMemory
+
+    data = config.train.data
+    other = random_scene(torch.Generator().manual_seed(scene.seed + 7919), cell_range=data.cell_range)
+    h, w = data.height, data.width
+    view = render(other, scene.intrinsics, scene.w2c[:1], h, w, supersample=data.supersample)
+    memory = SpatialMemory(voxel_size=data.memory_voxel_size)
+    memory.add_frames(view.images, view.depth, scene.w2c[:1], scene.intrinsics, frame_ids=[0])
+    return memory
 
 
 def _masked_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
@@ -281,7 +358,10 @@ def reference_points(pipe, scene: EvalScene) -> dict:
 
 
 def _settings(config: ReproduceConfig) -> list[tuple[str, bool, int]]:
-    return [("no_memory", False, 0)] + [(f"memory_k{k}", True, k) for k in config.reference_counts]
+    settings = [("no_memory", False, 0)] + [(f"memory_k{k}", True, k) for k in config.reference_counts]
+    if config.wrong_room_control:
+        settings.append((f"wrong_room_k{max(config.reference_counts)}", True, max(config.reference_counts)))
+    return settings
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -312,6 +392,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def reproduce(config: ReproduceConfig) -> Path:
     """Train, generate along loops with and without memory, evaluate, write results and the report."""
+    from spatia.autoencoder import cached_autoencoder
     from spatia.report import write_report
     from spatia.video import contact_sheet, write_mp4
 
@@ -319,6 +400,13 @@ def reproduce(config: ReproduceConfig) -> Path:
     seed_everything(config.train.seed)
     run_dir = create_run_dir(config.runs_root, "spatia", config.exp_name, config.train.seed, config)
     started = time.time()
+    autoencoder_metrics = None
+    if config.use_trained_autoencoder:
+        vae_dir, autoencoder_metrics = cached_autoencoder(
+            config.autoencoder, Path(config.runs_root) / "spatia" / "cache"
+        )
+        model = replace(config.train.model, vae=str(vae_dir))
+        config = replace(config, train=replace(config.train, model=model))
     if config.from_run is None:
         transformer_dir, lora_dir, timings = train_stages(config, run_dir)
     else:
@@ -340,10 +428,11 @@ def reproduce(config: ReproduceConfig) -> Path:
                     scene.w2c,
                     scene.intrinsics,
                     depth=scene.depth[0],
+                    memory=wrong_room_memory(config, scene) if name.startswith("wrong_room") else None,
                     use_memory=use_memory,
                     num_reference_frames=k,
                     update_memory=config.update_memory,
-                    memory_voxel_size=config.voxel_size,
+                    memory_voxel_size=config.train.data.memory_voxel_size,
                     num_inference_steps=config.num_inference_steps,
                     guidance_scale=config.guidance_scale,
                     generator=torch.Generator().manual_seed(seed),
@@ -375,6 +464,7 @@ def reproduce(config: ReproduceConfig) -> Path:
         "config": asdict(config),
         "timings": timings,
         "load_average": _load_average(),
+        "autoencoder": autoencoder_metrics,
         "references": references,
         "summary": summarise(runs),
         "runs": runs,

@@ -1,6 +1,10 @@
-"""The updatable spatial memory of generation: a fused static point cloud plus the keyframes behind it.
+"""The spatial memory: a fused static point cloud plus the keyframes behind it.
 
-Generation keeps one ``SpatialMemory`` per scene. Frames with depth enter through
+The one implementation of the memory, for training and generation alike: a training clip's
+control input (``spatia.data.procedural.ProceduralClips``) is this class's ``render`` of a
+memory filled by ``add_frames``, and its reference frames are this class's ``retrieve``, so
+the condition is computed exactly as at generation time (same voxel keys, same fusion, same
+outlier removal, same projection). Generation keeps one ``SpatialMemory`` per scene. Frames with depth enter through
 ``add_frames`` (unproject -> fuse on a global voxel grid -> statistical outlier removal);
 generated clips enter through ``update_from_clip`` (visual SLAM with pycolmap, in
 ``spatia.slam``). The memory is rendered into target cameras with latentforge's
@@ -27,7 +31,6 @@ import numpy as np
 import torch
 
 from latentforge.kernels import project_points
-from spatia.memory import unproject_depth
 
 if TYPE_CHECKING:
     from spatia.slam import SlamConfig, SlamResult
@@ -48,6 +51,43 @@ class Keyframe:
     w2c: torch.Tensor  # (4, 4) float64
     intrinsics: torch.Tensor  # (3, 3) float64
     depth: torch.Tensor  # (H, W) float32
+
+
+@dataclass
+class PointCloud:
+    """World-space points ``(N, 3)`` with colours ``(N, 3)`` in [0, 1]."""
+
+    points: torch.Tensor
+    colors: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+
+def unproject_depth(
+    images: torch.Tensor,
+    depth: torch.Tensor,
+    intrinsics: torch.Tensor,
+    extrinsics_w2c: torch.Tensor,
+    keep: torch.Tensor | None = None,
+) -> PointCloud:
+    """Lift every pixel with ``depth > 0`` (and ``keep``) of ``(F, 3, H, W)`` frames to world points."""
+    f, _, h, w = images.shape
+    if depth.shape != (f, h, w):
+        raise ValueError(f"depth {tuple(depth.shape)} does not match images {tuple(images.shape)}")
+    v, u = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    pix = torch.stack([u, v, torch.ones_like(u)], dim=-1).reshape(1, -1, 3)
+    k_inv = torch.linalg.inv(intrinsics.double())
+    cam = (pix @ k_inv.transpose(1, 2)) * depth.double().reshape(f, -1, 1)
+    c2w = torch.linalg.inv(extrinsics_w2c.double())
+    world = cam @ c2w[:, :3, :3].transpose(1, 2) + c2w[:, None, :3, 3]
+    mask = depth.reshape(f, -1) > 0
+    if keep is not None:
+        mask &= keep.reshape(f, -1)
+    colors = images.permute(0, 2, 3, 1).reshape(f, -1, 3)
+    return PointCloud(world[mask].float(), colors[mask].float())
 
 
 def _as_batch(matrix: torch.Tensor, n: int, name: str, size: int) -> torch.Tensor:

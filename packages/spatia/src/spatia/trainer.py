@@ -54,11 +54,16 @@ def configure_stage(
 ) -> list[torch.nn.Parameter]:
     """Freeze what the stage keeps fixed and return the parameters it trains.
 
-    Stage 1: the control branch. Stage 2: new LoRA adapters on the main blocks
-    (zero-initialised B, so the model's output is unchanged until they train).
+    Stage 0 (not in the paper; the tiny preset's stand-in for Wan2.2's video pretraining): every
+    main-network weight, the control branch frozen (its zero projectors keep it silent). Stage 1:
+    the control branch. Stage 2: new LoRA adapters on the main blocks (zero-initialised B, so the
+    model's output is unchanged until they train).
     """
     model.requires_grad_(False)
-    if stage == 1:
+    if stage == 0:
+        control = {id(p) for p in model.control_parameters()}
+        params = [p for p in model.parameters() if id(p) not in control]
+    elif stage == 1:
         params = model.control_parameters()
     elif stage == 2:
         model.add_adapter(
@@ -69,7 +74,7 @@ def configure_stage(
         model.requires_grad_(False)
         params = [p for n, p in model.named_parameters() if "lora_" in n]
     else:
-        raise ValueError(f"stage must be 1 or 2, got {stage}")
+        raise ValueError(f"stage must be 0, 1 or 2, got {stage}")
     for p in params:
         p.requires_grad_(True)
     return params
@@ -151,8 +156,12 @@ def build_dataset(data: DataConfig, seed: int):
             new_frames=data.new_frames,
             num_reference_frames=data.num_reference_frames,
             dynamic_object=data.dynamic_object,
+            voxel_size=data.memory_voxel_size,
+            cell_range=data.cell_range,
+            supersample=data.supersample,
             prompt=data.prompt,
             seed=seed,
+            clips_per_scene=data.clips_per_scene,
         )
     raise NotImplementedError(
         f"data.source={data.source!r}: real videos need their memory reconstructed (pycolmap, part 2 of the "
@@ -162,15 +171,16 @@ def build_dataset(data: DataConfig, seed: int):
 
 
 class BatchSampler:
-    """Draws homogeneous batches (all first clips or all later clips) and caches their encodings.
+    """Draws homogeneous batches (all first clips or all later clips) and caches each clip's encoding.
 
     Draws use torch's global generator, which checkpoints restore, so a resumed run sees
-    the same batches; encodings are deterministic (posterior mode), so caching is exact.
+    the same batches; a clip is a pure function of its index and kind and its encoding is
+    deterministic (posterior mode), so caching per clip is exact.
     """
 
     def __init__(self, dataset, networks: Networks, data: DataConfig, device: torch.device, cache: bool):
         self.dataset, self.networks, self.data, self.device = dataset, networks, data, device
-        self._cache: dict[tuple[tuple[int, ...], bool], EncodedBatch] | None = {} if cache else None
+        self._cache: dict[tuple[int, bool], EncodedBatch] | None = {} if cache else None
         if data.first_clip_frames != data.history_frames + data.new_frames:
             # Keeping both kinds the same length lets one latent shape serve every batch (81 = 9 + 72).
             raise ValueError(
@@ -178,16 +188,29 @@ class BatchSampler:
                 f"({data.history_frames} + {data.new_frames})"
             )
 
-    def next(self, batch_size: int) -> EncodedBatch:
-        first = bool(torch.rand(()) < self.data.first_clip_probability)
-        indices = tuple(int(i) for i in torch.randint(0, len(self.dataset), (batch_size,)))
-        key = (indices, first)
+    def _encoded(self, index: int, first: bool) -> EncodedBatch:
+        key = (index, first)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
-        batch = encode_samples(self.networks, [self.dataset.sample(i, first) for i in indices], self.device)
+        batch = encode_samples(self.networks, [self.dataset.sample(index, first)], self.device)
         if self._cache is not None:
             self._cache[key] = batch
         return batch
+
+    def next(self, batch_size: int) -> EncodedBatch:
+        first = bool(torch.rand(()) < self.data.first_clip_probability)
+        indices = [int(i) for i in torch.randint(0, len(self.dataset), (batch_size,))]
+        if self._cache is None:
+            return encode_samples(
+                self.networks, [self.dataset.sample(i, first) for i in indices], self.device
+            )
+        parts = [self._encoded(i, first) for i in indices]
+        return EncodedBatch(
+            torch.cat([p.latents for p in parts]),
+            torch.cat([p.control for p in parts]),
+            torch.cat([p.text for p in parts]),
+            parts[0].layout,
+        )
 
 
 def train(config: TrainConfig, *, run_dir: Path | None = None) -> Path:
@@ -287,14 +310,19 @@ def export_pretrained(
     *,
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Diffusers-format export: the whole transformer after stage 1, the LoRA after stage 2.
+    """Diffusers-format export: the whole transformer after stage 0 or 1, the LoRA after stage 2.
 
     The LoRA is written with Wan's pipeline LoRA format (keys under ``transformer.``), so
     ``WanPipeline.load_lora_weights`` and ``model.load_lora_adapter(path)`` both read it.
     ``state_dict`` is the gathered state of an FSDP-sharded ``model`` (whose own parameters
     are shards).
     """
-    if stage == 1:
+    if stage == 0:
+        # Stage 1 starts each control block from the pretrained main block at its layer (ControlNet's
+        # initialisation, as from Wan2.2's blocks); the zero projectors keep the output unchanged.
+        for block, layer in zip(model.vace_blocks, model.config.vace_layers, strict=True):
+            block.load_state_dict(model.blocks[layer].state_dict(), strict=False)
+    if stage in (0, 1):
         path = out_dir / "transformer"
         if state_dict is not None:
             full = SpatiaTransformer3DModel.from_config(model.config)

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from spatia.data.clips import ClipSample
+
+if TYPE_CHECKING:
+    from spatia.spatial_memory import SpatialMemory
 
 
 @dataclass
@@ -60,8 +64,18 @@ class RenderedClip:
     dynamic_mask: torch.Tensor  # (F, H, W) true on moving-object pixels
 
 
-def random_scene(generator: torch.Generator, *, num_boxes: int = 3, dynamic_object: bool = False) -> Scene:
-    """A room of 4-7 units a side with ``num_boxes`` static boxes and an optional moving one."""
+def random_scene(
+    generator: torch.Generator,
+    *,
+    num_boxes: int = 3,
+    dynamic_object: bool = False,
+    cell_range: tuple[float, float] = (0.3, 0.9),
+) -> Scene:
+    """A room of 4-7 units a side with ``num_boxes`` static boxes and an optional moving one.
+
+    Texture cells are drawn uniformly from ``cell_range`` (world units): at 32x32 pixels the
+    default cells are 1-3 pixels on far walls, which aliases into noise; tiny presets use larger ones.
+    """
 
     def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(shape or (1,), generator=generator, dtype=torch.float64)
@@ -69,7 +83,7 @@ def random_scene(generator: torch.Generator, *, num_boxes: int = 3, dynamic_obje
     def texture() -> tuple[torch.Tensor, int, float]:
         colors = uniform(0.05, 0.95, 2, 3)
         pattern = int(torch.randint(0, 2, (1,), generator=generator))
-        return colors, pattern, float(uniform(0.3, 0.9))
+        return colors, pattern, float(uniform(*cell_range))
 
     half = uniform(2.0, 3.5, 3)
     half[1] = uniform(1.2, 1.8)[0]  # y is vertical: rooms are lower than they are wide
@@ -169,12 +183,33 @@ def surface_points_to_colors(scene: Scene, points: torch.Tensor, frame: int = 0)
 
 
 def render(
-    scene: Scene, intrinsics: torch.Tensor, extrinsics_w2c: torch.Tensor, height: int, width: int
+    scene: Scene,
+    intrinsics: torch.Tensor,
+    extrinsics_w2c: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    supersample: int = 1,
 ) -> RenderedClip:
-    """Ray-cast every frame (float64): colour, exact camera-space depth and the moving-object mask."""
+    """Ray-cast every frame (float64): colour, exact camera-space depth and the moving-object mask.
+
+    ``supersample > 1`` averages ``supersample**2`` rays per pixel for the colour (anti-aliasing:
+    a small frame then shows a blend of texture cells instead of aliased noise); depth and the
+    mask stay those of the pixel-centre ray.
+    """
     frames = extrinsics_w2c.shape[0]
     if intrinsics.ndim == 2:
         intrinsics = intrinsics.expand(frames, 3, 3)
+    if supersample > 1:
+        s = supersample
+        fine_k = intrinsics.double().clone()
+        # Pixel centres on integers: fine pixel j of coarse pixel u sits at u + (j + 0.5) / s - 0.5.
+        fine_k[:, :2, :] *= s
+        fine_k[:, :2, 2] += (s - 1) / 2
+        fine = render(scene, fine_k, extrinsics_w2c, height * s, width * s)
+        coarse = render(scene, intrinsics, extrinsics_w2c, height, width)
+        coarse.images = torch.nn.functional.avg_pool2d(fine.images, s)
+        return coarse
     v, u = torch.meshgrid(
         torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
     )
@@ -217,14 +252,21 @@ def render(
 
 
 def sample_scene(
-    seed: int, num_frames: int, height: int, width: int, *, dynamic_object: bool = False
+    seed: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    *,
+    dynamic_object: bool = False,
+    cell_range: tuple[float, float] = (0.3, 0.9),
+    supersample: int = 1,
 ) -> tuple[Scene, RenderedClip]:
     """A random scene rendered along its orbit trajectory, fully determined by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    scene = random_scene(generator, dynamic_object=dynamic_object)
+    scene = random_scene(generator, dynamic_object=dynamic_object, cell_range=cell_range)
     w2c = orbit_trajectory(scene, num_frames, generator)
     k = intrinsics_from_fov(height, width)
-    return scene, render(scene, k, w2c, height, width)
+    return scene, render(scene, k, w2c, height, width, supersample=supersample)
 
 
 # ---------------------------------------------------------------------------- training clips
@@ -253,14 +295,18 @@ class ProceduralClips:
         new_frames: int,
         num_reference_frames: int,
         dynamic_object: bool = True,
-        voxel_size: float = 0.0,
+        voxel_size: float = 0.02,
+        cell_range: tuple[float, float] = (0.3, 0.9),
+        supersample: int = 1,
         prompt: str = "a camera moves through a room",
         seed: int = 0,
         extra_frames: int = 8,
+        clips_per_scene: int = 1,
     ) -> None:
         if num_scenes < 1:
             raise ValueError(f"num_scenes must be >= 1, got {num_scenes}")
         self.num_scenes = num_scenes
+        self.clips_per_scene = clips_per_scene
         self.height, self.width = height, width
         self.first_clip_frames = first_clip_frames
         self.history_frames = history_frames
@@ -268,6 +314,8 @@ class ProceduralClips:
         self.num_reference_frames = num_reference_frames
         self.dynamic_object = dynamic_object
         self.voxel_size = voxel_size
+        self.cell_range = cell_range
+        self.supersample = supersample
         self.prompt = prompt
         self.seed = seed
         # Room before the first later clip for earlier frames to act as references.
@@ -277,7 +325,8 @@ class ProceduralClips:
         self._scenes: dict[int, RenderedClip] = {}
 
     def __len__(self) -> int:
-        return self.num_scenes
+        # Clip i is cut from scene i % num_scenes, at a start frame drawn from (seed, i, kind).
+        return self.num_scenes * self.clips_per_scene
 
     def scene(self, index: int) -> RenderedClip:
         index %= self.num_scenes
@@ -288,35 +337,51 @@ class ProceduralClips:
                 self.height,
                 self.width,
                 dynamic_object=self.dynamic_object,
+                cell_range=self.cell_range,
+                supersample=self.supersample,
             )
             self._scenes[index] = clip
         return self._scenes[index]
 
-    def _cloud(self, clip: RenderedClip, frames: range):
-        from spatia.memory import unproject_depth, voxel_downsample
+    def memory(self, index: int, frames: range) -> SpatialMemory:
+        """The memory holding the static pixels of ``frames`` of scene ``index``, built as generation builds one.
 
-        sl = slice(frames.start, frames.stop)
-        cloud = unproject_depth(
-            clip.images[sl],
-            clip.depth[sl],
-            clip.intrinsics[sl],
-            clip.extrinsics_w2c[sl],
-            keep=~clip.dynamic_mask[sl],
-        )
-        return voxel_downsample(cloud, self.voxel_size)
-
-    def sample(self, index: int, first: bool) -> ClipSample:
-        from spatia.memory import render_memory, select_references
+        ``SpatialMemory.add_frames`` with the frames' exact depth and moving-object masks: the same
+        voxel keys, fusion and outlier removal as the generation memory; keyframe ids are frame indices.
+        """
+        from spatia.spatial_memory import SpatialMemory
 
         clip = self.scene(index)
+        sl = slice(frames.start, frames.stop)
+        memory = SpatialMemory(voxel_size=self.voxel_size)
+        memory.add_frames(
+            clip.images[sl],
+            clip.depth[sl],
+            clip.extrinsics_w2c[sl],
+            clip.intrinsics[sl],
+            frame_ids=list(frames),
+            dynamic_masks=clip.dynamic_mask[sl],
+        )
+        return memory
+
+    def sample(self, index: int, first: bool, num_references: int | None = None) -> ClipSample:
+        """Clip ``index`` (a first clip or a later one) with its memory render, holes and reference frames.
+
+        ``num_references`` (default ``num_reference_frames``) reference frames are retrieved by
+        ``SpatialMemory.retrieve`` among the frames before the history, as generation retrieves
+        them; when fewer overlap the target, the latest remaining earlier frames fill the count, so
+        every later clip of a batch has the same number.
+        """
+        clip = self.scene(index)
         h, w = self.height, self.width
+        k = self.num_reference_frames if num_references is None else num_references
         rng = torch.Generator().manual_seed(self.seed * 7919 + index * 2 + int(first))
         if first:
             start = int(
                 torch.randint(0, self.frames_per_scene - self.first_clip_frames + 1, (1,), generator=rng)
             )
             frames = range(start, start + self.first_clip_frames)
-            memory = self._cloud(clip, range(start, start + 1))
+            memory = self.memory(index, range(start, start + 1))
             num_history, refs = 1, []
         else:
             lo = self.history_frames + self.num_reference_frames
@@ -324,27 +389,23 @@ class ProceduralClips:
                 torch.randint(lo, self.frames_per_scene - self.new_frames + 1, (1,), generator=rng)
             )
             frames = range(new_start - self.history_frames, new_start + self.new_frames)
-            memory = self._cloud(clip, range(0, new_start))
+            memory = self.memory(index, range(0, new_start))
             num_history = self.history_frames
             target = slice(new_start, frames.stop)
-            earlier = list(range(0, frames.start))
-            candidates = [self._cloud(clip, range(i, i + 1)) for i in earlier]
-            picked = select_references(
-                candidates,
-                clip.intrinsics[target],
-                clip.extrinsics_w2c[target],
-                h,
-                w,
-                self.num_reference_frames,
+            history = list(range(frames.start, new_start))
+            refs = memory.retrieve(
+                clip.extrinsics_w2c[target], clip.intrinsics[target], h, w, k=k, exclude=history
             )
-            refs = sorted(earlier[i] for i in picked)
+            spare = [i for i in range(frames.start - 1, -1, -1) if i not in refs]
+            refs = sorted(refs + spare[: k - len(refs)])
         sl = slice(frames.start, frames.stop)
-        render, holes = render_memory(memory, clip.intrinsics[sl], clip.extrinsics_w2c[sl], h, w)
+        render, holes = memory.render(clip.extrinsics_w2c[sl], clip.intrinsics[sl], h, w)
+        ref_images = torch.stack([memory.keyframe(i)[0] for i in refs]) if refs else clip.images[:0]
         return ClipSample(
             video=clip.images[sl].permute(1, 0, 2, 3) * 2 - 1,
             render=render.permute(1, 0, 2, 3) * 2 - 1,
-            holes=holes,
-            references=clip.images[refs].permute(1, 0, 2, 3) * 2 - 1,
+            holes=holes[:, 0],
+            references=ref_images.permute(1, 0, 2, 3) * 2 - 1,
             num_history_frames=num_history,
             prompt=self.prompt,
             intrinsics=clip.intrinsics[sl],
