@@ -161,3 +161,28 @@ def test_batched_expert_stays_optimal_across_autoresets():
         steps[ids] = 0
         optimum[ids] = env.shortest_task_lengths(ids)
     assert episodes > 100
+
+
+@pytest.mark.parametrize("variant", ["paper", "small"])
+def test_first_tie_expert_is_deterministic_optimal_and_takes_the_first_tied_move(variant):
+    runs = []
+    for seed in (0, 1):  # the generator seed must not matter once ties are broken by order
+        env = BatchedGridPinpad(64, "pretrain", variant=variant, seed=5)
+        env.reset()
+        expert = BatchedGridExpert(env, seed=seed, ties="first")
+        actions, alive, success = [], torch.ones(64, dtype=torch.bool), torch.zeros(64, dtype=torch.bool)
+        while alive.any():
+            costs = expert.action_costs()
+            act = expert.act()
+            best = costs.min(1, keepdim=True).values
+            first = (costs == best).float().argmax(1)  # index of the first optimal move
+            assert torch.equal(act[alive], first[alive])
+            actions.append(act.clone())
+            _, reward, term, trunc, _ = env.step(act)
+            success |= alive & (reward > 0)
+            alive &= ~(term | trunc)
+        assert success.all()
+        runs.append(torch.stack(actions))
+    assert torch.equal(runs[0], runs[1])
+    with pytest.raises(ValueError, match="ties"):
+        BatchedGridExpert(env, ties="last")

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import pytest
 import torch
 
 from internal_rl.backbone import Backbone, BackboneConfig
@@ -120,6 +121,28 @@ def test_alignment_metric():
     assert alignment_f1(off, truth) == 0.0
     rand = random_switches(truth, lengths, torch.Generator().manual_seed(0))
     assert int(rand.sum()) == 2 and not rand[0, 0]
+    late = torch.zeros_like(truth)
+    late[0, [4, 7]] = True  # one step after each change: counts with tolerance 1 only
+    assert alignment_f1(late, truth) == 1.0 and alignment_f1(late, truth, tolerance=0) == 0.0
+
+
+def test_kl_weight_is_zero_then_ramps_to_alpha():
+    from internal_rl.discovery import kl_weight
+
+    cfg = dataclasses.replace(tiny_config(), alpha=0.3, kl_free_steps=10, kl_warmup_steps=4)
+    assert [kl_weight(cfg, s) for s in (0, 9)] == [0.0, 0.0]
+    assert kl_weight(cfg, 10) == pytest.approx(0.075) and kl_weight(cfg, 11) == pytest.approx(0.15)
+    assert kl_weight(cfg, 13) == pytest.approx(0.3) and kl_weight(cfg, 1000) == pytest.approx(0.3)
+    assert kl_weight(tiny_config(), 0) == tiny_config().alpha  # the paper's constant alpha by default
+
+
+def test_switch_init_bias_sets_the_initial_switch_rate():
+    e = torch.randn(2, 5, 16)
+    for bias, lo, hi in ((0.0, 0.3, 0.7), (-3.0, 0.0, 0.2)):
+        torch.manual_seed(0)
+        meta = Metacontroller(16, MetacontrollerConfig(switch_init_bias=bias))
+        beta = meta(e, torch.tensor([5, 5])).beta[:, 1:]
+        assert lo < float(beta.mean()) < hi
 
 
 def _tiny_run(tmp_path, steps, **kw):

@@ -50,7 +50,9 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     )  # fmt: skip
     base_run = pretrain.pretrain(pcfg).run_dir
     cfg = ReproduceConfig(
+        variant="paper",
         base_run=base_run,
+        meta_seeds=1,
         probe_steps=5,
         probe_episodes=30,
         discovery=dataclasses.replace(

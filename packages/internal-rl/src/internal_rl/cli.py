@@ -48,14 +48,14 @@ RLPreset = _presets(_rl.PRESETS)
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def pretrain(config: Annotated[PretrainPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
-    """Pretrain a base model on expert sequences: pick a preset (tiny, tiny-ant, paper-grid, paper-ant), then override fields."""
+    """Pretrain a base model on expert sequences: pick a preset (small, tiny, tiny-ant, paper-grid, paper-ant), then override fields."""
     result = _pretrain.pretrain(config)
     _print_run(result)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def probe(config: Annotated[ProbePreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
-    """Fit linear subgoal probes on every layer of a pretrained base model (preset tiny or paper; set --run)."""
+    """Fit linear subgoal probes on every layer of a pretrained base model (preset small, tiny or paper; set --run)."""
     result = _probe.probe(config)
     history = (
         ""
@@ -86,21 +86,21 @@ def eval_ant_controller(task_set: str = "pretrain", episodes: int = 20, seed: in
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def metacontroller(config: Annotated[DiscoveryPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
-    """Train a metacontroller on a frozen base model (preset tiny, paper-grid or paper-ant; set --base-run)."""
+    """Train a metacontroller on a frozen base model (preset small, tiny, paper-grid or paper-ant; set --base-run)."""
     result = _discovery.train_metacontroller(config)
     _print_run(result)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def compile(config: Annotated[CompilePreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
-    """Train the CompILE baseline on a frozen base model (preset tiny, paper-grid or paper-ant; set --base-run)."""
+    """Train the CompILE baseline on a frozen base model (preset small, tiny, paper-grid or paper-ant; set --base-run)."""
     result = _compile_rl.train_compile_run(config)
     _print_run(result)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def rl(config: Annotated[RLPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
-    """Internal RL over latent codes (preset tiny, paper-grid or paper-ant; set --metacontroller-run or --compile-run)."""
+    """Internal RL over latent codes (preset small, tiny, paper-grid or paper-ant; set --metacontroller-run or --compile-run)."""
     result = _rl.train_internal_rl(config)
     _print_run(result)
 
@@ -109,10 +109,10 @@ def reproduce(
     config: Annotated[
         str,
         tyro.conf.arg(
-            help="preset: tiny (grid, CPU default), paper (grid, GPU settings), tiny-ant (ant, CPU smoke run) "
-            "or paper-ant (ant, GPU settings)"
+            help="preset: small (the 5 x 5 grid reproduction, CPU default), tiny (7 x 7 grid, CPU wiring check), "
+            "paper (7 x 7 grid, the paper's GPU settings), tiny-ant (ant, CPU smoke run) or paper-ant (ant, GPU settings)"
         ),
-    ] = "tiny",
+    ] = "small",
     base_run: Path | None = None,
     run_root: Path = Path("runs"),
     num_threads: int = 1,

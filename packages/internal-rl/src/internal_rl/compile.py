@@ -327,7 +327,9 @@ def segment_switches(model: CompileModel, batch: Batch) -> torch.Tensor:
     return switches[:, :steps]
 
 
-def compile_switch_statistics(model: CompileModel, data: Any, seed: int = 0) -> dict[str, float]:
+def compile_switch_statistics(
+    model: CompileModel, data: Any, seed: int = 0, tolerance: int = 1
+) -> dict[str, float]:
     """Switches per episode and their alignment with the true subgoal boundaries of ``data``.
 
     The same statistics as the metacontroller's evaluation, with a random-placement control
@@ -341,8 +343,8 @@ def compile_switch_statistics(model: CompileModel, data: Any, seed: int = 0) -> 
     return {
         "switches_per_episode": float(switches.sum()) / len(data),
         "true_boundaries_per_episode": float(truth.sum()) / len(data),
-        "alignment_f1": alignment_f1(switches, truth),
-        "random_alignment_f1": alignment_f1(rand, truth),
+        "alignment_f1": alignment_f1(switches, truth, tolerance),
+        "random_alignment_f1": alignment_f1(rand, truth, tolerance),
     }
 
 

@@ -108,6 +108,8 @@ class CompileRunConfig:
     """Held-out episodes (the last ones of the data) for the segmentation statistics."""
     rl_switch_every: int = 0
     """Primitive steps per abstract step in internal RL; 0 means round(compile.prior_rate)."""
+    switch_tolerance: int = 1
+    """As the metacontroller's: steps by which a boundary may miss a true subgoal change in the F1."""
     num_threads: int = 0
     run_root: Path = Path("runs")
     exp_name: str = "compile"
@@ -140,9 +142,10 @@ def small_config() -> CompileRunConfig:
     """The CPU reproduction on the small grid: as discovery's small preset; the Poisson prior's rate is
     the small grid's mean leg length (about 3.5 steps; the paper's 10 suits its 7 x 7 legs)."""
     return CompileRunConfig(
-        compile=CompileConfig(steps=600, batch_size=64, log_every=25, prior_rate=3.5),
-        data=DataConfig(num_episodes=3000, data_seed=2, variant="small"),
+        compile=CompileConfig(steps=600, batch_size=64, log_every=25, prior_rate=3.5, lr=2e-3),
+        data=DataConfig(num_episodes=3000, data_seed=2, variant="small", expert_ties="first"),
         eval_episodes=300,
+        switch_tolerance=0,
     )
 
 
@@ -164,7 +167,7 @@ class CompileRunResult:
 
 
 @torch.no_grad()
-def compile_evaluation(model: CompileModel, data: Any, seed: int = 0) -> dict[str, float]:
+def compile_evaluation(model: CompileModel, data: Any, seed: int = 0, tolerance: int = 1) -> dict[str, float]:
     """Held-out segmentation and losses of ``model`` in eval mode (argmax boundaries, z = mu)."""
     was = model.training
     model.eval()
@@ -172,7 +175,7 @@ def compile_evaluation(model: CompileModel, data: Any, seed: int = 0) -> dict[st
     batch = Batch.from_trajectories(data.observations, data.actions, data.lengths, device)
     losses = compile_losses(model, batch, data.lengths.to(device))
     model.train(was)
-    stats = compile_switch_statistics(model, data, seed=seed)
+    stats = compile_switch_statistics(model, data, seed=seed, tolerance=tolerance)
     segments = stats["switches_per_episode"] + 1.0  # every switch opens one more non-empty segment
     return {
         **stats,
@@ -215,7 +218,10 @@ def train_compile_run(
             log.log(int(row["step"]), **{f"losses/{k}": v for k, v in row.items() if k != "step"})
 
         model, _ = train_compile(cfg.compile, base, train, on_log=on_log)
-        metrics = {f"eval/{k}": v for k, v in compile_evaluation(model, held_out, cfg.compile.seed).items()}
+        metrics = {
+            f"eval/{k}": v
+            for k, v in compile_evaluation(model, held_out, cfg.compile.seed, cfg.switch_tolerance).items()
+        }
         log.log(cfg.compile.steps, **metrics)
     every = cfg.rl_switch_every or default_switch_interval(cfg.compile)
     extra = {

@@ -224,6 +224,7 @@ def generate_trajectories(
     device: str | torch.device = "cpu",
     env_kwargs: dict[str, Any] | None = None,
     expert: str | os.PathLike | None = None,
+    ties: str = "random",
 ) -> Trajectories:
     """Roll out the expert of ``env_id`` for ``num_episodes`` episodes.
 
@@ -231,6 +232,7 @@ def generate_trajectories(
     ``epsilon`` is the paper's per-step random-move probability. Ant episodes run one env
     with the PPO expert checkpoint ``expert`` or, if ``None``, the cheap goal-reaching
     controller (see :func:`internal_rl.ant_data.generate_ant_trajectories` for ``epsilon``).
+    ``ties`` is the grid expert's tie-breaking among optimal moves ("random" or "first").
     """
     if num_episodes < 1:
         raise ValueError("num_episodes must be >= 1")
@@ -244,6 +246,7 @@ def generate_trajectories(
             epsilon=epsilon,
             num_envs=num_envs,
             device=device,
+            ties=ties,
             **(env_kwargs or {}),
         )
     if env_id == ANT_ID:

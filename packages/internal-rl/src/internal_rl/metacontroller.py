@@ -49,6 +49,10 @@ class MetacontrollerConfig:
     """Rank of U (grid: 16); 0 means a full n_e x n_e matrix (ant)."""
     forced_switch: bool = False
     """Baseline: beta_t = 1 at every step (paper C.4.1)."""
+    switch_init_bias: float = 0.0
+    """Initial bias of the switching unit's output logit (0: beta starts near 0.5 everywhere; the paper
+    does not say). Negative values start from sparse switching (-2: beta ~ 0.12), the regime the paper
+    reports emerging, instead of a blend of old and new codes at every step."""
 
 
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
@@ -140,6 +144,7 @@ class Metacontroller(nn.Module):
                 last.weight[half:].zero_()
                 last.weight[:half].normal_(0.0, 1.0 / math.sqrt(cfg.decoder_hidden))
             last.bias.zero_()
+            self.switch[2].bias.fill_(cfg.switch_init_bias)
 
     # -- causal pieces (shared by training and the internal-RL environment) -------------------
     def controller(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

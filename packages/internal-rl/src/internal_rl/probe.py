@@ -87,7 +87,18 @@ def tiny_probe_config() -> ProbeConfig:
     )
 
 
-PRESETS = {"tiny": tiny_probe_config, "paper": paper_probe_config}
+def small_probe_config() -> ProbeConfig:
+    """The small grid (``variant="small"``): 2000 labelled episodes, 1500 probe steps."""
+    return ProbeConfig(
+        data=DataConfig(num_episodes=2000, data_seed=1, eval_fraction=0.3, variant="small"),
+        steps=1500,
+        batch_size=256,
+        lr=3e-3,
+        max_tokens=50_000,
+    )
+
+
+PRESETS = {"small": small_probe_config, "tiny": tiny_probe_config, "paper": paper_probe_config}
 
 
 @torch.no_grad()

@@ -101,6 +101,17 @@ def plot_rate_distortion(points: list[dict[str, float]], true_switches: float, p
     plt.close(fig)
 
 
+def band(values: list[float]) -> str:
+    """``median [25%, 75%]`` of ``values`` (the paper's Fig. 8 statistics)."""
+    q = np.percentile(np.asarray(values, dtype=float), [50, 25, 75])
+    return f"{q[0]:.3f} [{q[1]:.3f}, {q[2]:.3f}]"
+
+
+def seed_values(entry: dict[str, Any], key: str) -> list[float]:
+    """``key`` of every seed of a discovery entry (the entry itself when it has no seed list)."""
+    return [m[key] for m in entry.get("seeds", [entry]) if key in m]
+
+
 def write_report(path: Path, results: dict[str, Any]) -> None:
     """``report.md``: the measured numbers of a reproduce run, with its command and timings."""
     ant = results.get("env") == "ant"
@@ -121,14 +132,34 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         f"Pretraining run: `{results['base_run']}`; {base_line}.",
         "",
     ]
+    if "eval/rollout_success_sampled" in base:
+        lines += [
+            "Acting itself on fresh layouts of its pretraining tasks (the task is not in the observation, so a "
+            "perfect imitator of the data succeeds only when its guess agrees with the episode's task; the "
+            "expert, which knows the task, succeeds always):",
+            "",
+            "| policy | success | colours entered in order |",
+            "|---|---:|---:|",
+            f"| base model, sampled | {base['eval/rollout_success_sampled']:.3f} | {base['eval/rollout_colours_sampled']:.3f} |",
+            f"| base model, greedy | {base['eval/rollout_success']:.3f} | {base['eval/rollout_colours']:.3f} |",
+            f"| perfect imitator (exact) | {base['eval/imitator_success']:.3f} | {base['eval/imitator_colours']:.3f} |",
+            "| expert | 1.000 | every colour of the task |",
+            "",
+        ]
     if results.get("probe"):
         p = results["probe"]
         lines += [
             "## Probes (Fig. 3)",
             "",
-            "| layer | " + " | ".join(str(i) for i in range(len(p["accuracy"]))) + " | chance |",
-            "|---|" + "---:|" * (len(p["accuracy"]) + 1),
-            "| accuracy | " + " | ".join(f"{a:.3f}" for a in p["accuracy"]) + f" | {p['chance']:.3f} |",
+            "Held-out accuracy of a linear probe per layer (0 = embeddings); chance = the held-out majority "
+            "class; history = a lookup table from the colour entered last.",
+            "",
+            "| layer | " + " | ".join(str(i) for i in range(len(p["accuracy"]))) + " | chance | history |",
+            "|---|" + "---:|" * (len(p["accuracy"]) + 2),
+            "| accuracy | "
+            + " | ".join(f"{a:.3f}" for a in p["accuracy"])
+            + f" | {p['chance']:.3f} | "
+            + (f"{p['history_baseline']:.3f} |" if p.get("history_baseline") is not None else "- |"),
             "",
         ]
     lines += [
@@ -146,6 +177,21 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             f"{m['eval/switches_per_episode']:.2f} | {m['eval/true_boundaries_per_episode']:.2f} | "
             f"{m['eval/alignment_f1']:.3f} | {m['eval/random_alignment_f1']:.3f} | {m['eval/beta_quasi_binary']:.3f} |"
         )
+    seeded = {k: m for k, m in results["discovery"].items() if len(m.get("seeds", [])) > 1}
+    if seeded:
+        lines += [
+            "",
+            "Over seeds (the table above shows the first): median [25%, 75%].",
+            "",
+            "| method | seeds | switches / episode | alignment F1 | random-segmentation F1 | F1 - random F1 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, m in seeded.items():
+            f1, rand = seed_values(m, "eval/alignment_f1"), seed_values(m, "eval/random_alignment_f1")
+            lines.append(
+                f"| {name} | {len(f1)} | {band(seed_values(m, 'eval/switches_per_episode'))} | {band(f1)} | "
+                f"{band(rand)} | {band([a - b for a, b in zip(f1, rand, strict=True)])} |"
+            )
     c = results["discovery"].get("compile")
     if c:
         lines += [
@@ -165,7 +211,7 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         f"## RL on the post-training task ({results['rl_task']}, Fig. 8)",
         "",
         "Success rate of each iteration's on-policy batch; first / last quarter of the iterations, "
-        "median over seeds [min, max].",
+        "median over runs [min, max]; the last column is the final success as median [25%, 75%].",
         "",
     ]
     if scale:
@@ -179,8 +225,8 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         ]
     else:
         lines += [
-            "| method | seeds | episodes | initial success | final success | decisions / episode |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| method | seeds | episodes | initial success | final success | decisions / episode | final, band |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
     for name, r in results["rl"].items():
         ini = [m["initial_success"] for m in r["metrics"]]
@@ -191,6 +237,7 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             f"| {name} | {len(fin)} | {r['episodes'][-1] if r['episodes'] else 0} | "
             f"{np.median(ini):.3f} [{min(ini):.3f}, {max(ini):.3f}] | "
             f"{np.median(fin):.3f} [{min(fin):.3f}, {max(fin):.3f}] | {norm}{np.median(dec):.1f} |"
+            + ("" if scale else f" {band(fin)} |")
         )
     if results.get("rate_distortion"):
         lines += ["", "## Rate-distortion (Fig. 7)", "",

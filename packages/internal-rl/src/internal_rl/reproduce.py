@@ -72,7 +72,7 @@ class ReproduceConfig:
     raw_action_runs: int | None = None
     """Raw-action RL runs (each ``rl_seeds`` seeds); None = one per base model x metacontroller seed, the
     same count as the other methods (the paper ran raw-action GRPO with 3 seeds)."""
-    alpha_sweep: tuple[float, ...] = (0.05, 0.1, 0.17, 0.3, 0.5, 1.0)
+    alpha_sweep: tuple[float, ...] = (0.1, 1.0)
     """Alphas for the rate-distortion plot (each trains one more metacontroller)."""
     sweep_steps: int = 600
     seed: int = 0
@@ -84,6 +84,9 @@ class ReproduceConfig:
     variant: str = "small"
     """Grid only: the member of the gridworld family every stage runs on ("small" 5 x 5, "paper" 7 x 7);
     it overrides the variant of each stage's data and RL config."""
+    expert_ties: str = "first"
+    """Grid only: the expert's tie-breaking between optimal moves in every stage's data ("random": the
+    paper's stochastic expert; "first": deterministic given the next colour, see ``BatchedGridExpert``)."""
     ant_horizon: int = 500
     """Ant only: horizon T of the generated expert episodes (paper 500; RL's is ``rl.horizon``)."""
     pretrain_config: _pretrain.PretrainConfig | None = None
@@ -98,6 +101,7 @@ def paper_config() -> ReproduceConfig:
     """The paper's settings (GPU): 10 base models x 3 metacontrollers, Tables A4/A9/A13, alpha grid."""
     return ReproduceConfig(
         variant="paper",
+        expert_ties="random",
         pretrain_preset="paper-grid",
         base_models=10,
         probe_steps=8000,
@@ -124,6 +128,7 @@ def tiny_config() -> ReproduceConfig:
     3 RL seeds x 12 iterations x 64 episodes (every method stays at 0: README, "Measured")."""
     return ReproduceConfig(
         variant="paper",
+        expert_ties="random",
         pretrain_preset="tiny",
         probe_steps=500,
         probe_episodes=300,
@@ -228,8 +233,12 @@ def load_env_data(cfg: ReproduceConfig, data_cfg: _pretrain.DataConfig) -> Any:
 
 
 def _on_variant(cfg: ReproduceConfig, data: _pretrain.DataConfig) -> _pretrain.DataConfig:
-    """``data`` on the run's grid variant (ant data is left alone)."""
-    return data if cfg.env == "ant" else dataclasses.replace(data, variant=cfg.variant)
+    """``data`` on the run's grid variant and expert (ant data is left alone)."""
+    return (
+        data
+        if cfg.env == "ant"
+        else dataclasses.replace(data, variant=cfg.variant, expert_ties=cfg.expert_ties)
+    )
 
 
 def _check_env(cfg: ReproduceConfig, what: str, env_id: str) -> None:
@@ -345,6 +354,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                 metas.setdefault(name, []).append(out.model)
                 if b == 0 and s == 0:
                     results["discovery"][name] = {**out.metrics, "alpha": vcfg.alpha, "run": str(out.run_dir)}
+                results["discovery"][name].setdefault("seeds", []).append(out.metrics)
         timed(f"discovery_{name}", start)
 
     # CompILE (C.4.3) replaces the metacontroller on the same base models and D*; internal RL
@@ -363,6 +373,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                         **out.metrics, "alpha_z": one.compile.alpha_z, "alpha_b": one.compile.alpha_b,
                         "run": str(out.run_dir),
                     }  # fmt: skip
+                results["discovery"]["compile"].setdefault("seeds", []).append(out.metrics)
         timed("discovery_compile", start)
 
     # Fig. 6: beta of held-out clean episodes against the true subgoal changes
@@ -390,6 +401,12 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                            "action_nll": m["eval/action_nll"], "alignment_f1": m["eval/alignment_f1"],
                            "random_alignment_f1": m["eval/random_alignment_f1"], "kl": m["eval/kl"]})  # fmt: skip
             true_changes = m["eval/true_boundaries_per_episode"]
+        if dcfg.alpha not in cfg.alpha_sweep:  # the main metacontrollers are points of the sweep too
+            for m in results["discovery"].get("internal-rl", {}).get("seeds", []):
+                points.append({"alpha": dcfg.alpha, "switches_per_episode": m["eval/switches_per_episode"],
+                               "action_nll": m["eval/action_nll"], "alignment_f1": m["eval/alignment_f1"],
+                               "random_alignment_f1": m["eval/random_alignment_f1"], "kl": m["eval/kl"]})  # fmt: skip
+            points.sort(key=lambda p: p["alpha"])
         results["rate_distortion"] = points
         plot_rate_distortion(points, true_changes, run_dir / "rate_distortion.png")
         figures.append("rate_distortion.png")
@@ -456,15 +473,24 @@ def reproduce(cfg: ReproduceConfig) -> Path:
 def diagnose(results: dict[str, Any]) -> list[str]:
     """Plain statements, from the measured numbers, about why internal RL did or did not work."""
     out: list[str] = []
-    acc = results["base"].get("eval/action_accuracy")
+    base = results["base"]
+    acc = base.get("eval/action_accuracy")
     if acc is not None:
         out.append(
-            f"- Base model held-out action accuracy {acc:.3f} (the 'repeat the previous move' reference is about 0.47, "
-            "chance 0.25; see the Base models section of the package README)."
+            f"- Base model held-out action accuracy {acc:.3f} (chance 0.25; the expert breaks ties at random)."
         )
-    elif results["base"].get("eval/action_nll") is not None:
+    if "eval/rollout_colours_sampled" in base:
+        ratio = base["eval/rollout_colours_sampled"] / max(base["eval/imitator_colours"], 1e-9)
         out.append(
-            f"- Base model held-out action NLL {results['base']['eval/action_nll']:.3f} nats per step "
+            f"- Acting itself (sampled), the base model enters {base['eval/rollout_colours_sampled']:.3f} colours in "
+            f"order per episode and succeeds in {base['eval/rollout_success_sampled']:.3f}, against "
+            f"{base['eval/imitator_colours']:.3f} and {base['eval/imitator_success']:.3f} for a perfect imitator "
+            f"that cannot see the task ({ratio:.0%} of its colours): "
+            + ("it steers." if ratio > 0.8 else "it does not yet steer like the data.")
+        )
+    elif base.get("eval/action_nll") is not None:
+        out.append(
+            f"- Base model held-out action NLL {base['eval/action_nll']:.3f} nats per step "
             "(Gaussian head over the ant's 8 torques; lower is better)."
         )
     if results.get("probe"):

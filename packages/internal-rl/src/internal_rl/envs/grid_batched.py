@@ -454,12 +454,19 @@ class BatchedGridPinpad:
 
 
 class BatchedGridExpert:
-    """The shortest-path DP expert of :class:`internal_rl.experts.GridExpert`, for a batched env."""
+    """The shortest-path DP expert of :class:`internal_rl.experts.GridExpert`, for a batched env.
 
-    def __init__(self, env: BatchedGridPinpad, *, epsilon: float = 0.0, seed: int = 0):
+    ``ties="random"`` (the paper's stochastic shortest-path expert) draws uniformly among tied
+    optimal moves; ``"first"`` takes the first of them (up, right, down, left), so that given its
+    next colour the expert's moves are determined: the only choice left in the data is the subgoal.
+    """
+
+    def __init__(self, env: BatchedGridPinpad, *, epsilon: float = 0.0, seed: int = 0, ties: str = "random"):
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-        self.env, self.epsilon = env, epsilon
+        if ties not in ("random", "first"):
+            raise ValueError(f"ties must be 'random' or 'first', got {ties!r}")
+        self.env, self.epsilon, self.ties = env, epsilon, ties
         self.generator = torch.Generator(device=env.device).manual_seed(seed)
         self._dist = torch.zeros(env.num_envs, env.num_cells, dtype=torch.long, device=env.device)
         self._key = torch.full((env.num_envs, 3), -1, dtype=torch.long, device=env.device)
@@ -478,9 +485,12 @@ class BatchedGridExpert:
     def act(self) -> torch.Tensor:
         env = self.env
         costs = self.action_costs()
-        noise = torch.rand(costs.shape, generator=self.generator, device=env.device)
-        # Integer costs plus noise in [0, 1): argmin picks uniformly among the tied optimal moves.
-        actions = (costs.float() + noise).argmin(dim=1)
+        if self.ties == "first":  # argmin returns the first tied move: up, right, down, left
+            actions = costs.argmin(dim=1)
+        else:
+            noise = torch.rand(costs.shape, generator=self.generator, device=env.device)
+            # Integer costs plus noise in [0, 1): argmin picks uniformly among the tied optimal moves.
+            actions = (costs.float() + noise).argmin(dim=1)
         if self.epsilon > 0:
             nxt = env.table[env.agent]
             noop = ~env._moves[env.agent] | env.wall.gather(1, nxt)
@@ -502,15 +512,17 @@ def generate_grid_trajectories(
     epsilon: float = 0.0,
     num_envs: int = 256,
     device: str | torch.device = "cpu",
+    ties: str = "random",
     **env_kwargs: Any,
 ):
-    """Expert episodes from the batched env, ``num_envs`` fresh episodes per wave."""
+    """Expert episodes from the batched env, ``num_envs`` fresh episodes per wave (``ties``: see
+    :class:`BatchedGridExpert`)."""
     from internal_rl.data import Trajectories
     from internal_rl.envs import GRID_ID
 
     num_envs = max(1, min(num_envs, num_episodes))
     env = BatchedGridPinpad(num_envs, task_set, device=device, seed=seed, **env_kwargs)
-    expert = BatchedGridExpert(env, epsilon=epsilon, seed=seed + 1)
+    expert = BatchedGridExpert(env, epsilon=epsilon, seed=seed + 1, ties=ties)
     waves: list[dict[str, torch.Tensor]] = []
     collected = 0
     while collected < num_episodes:

@@ -137,6 +137,17 @@ GRID_SPECS: dict[str, GridSpec] = {
         pretrain_subgoals=3,
         posttrain_subgoals=4,
     ),
+    # The paper's own subgoal structure (colour pairs, Table A1's 16 tasks) on the 5 x 5 grid;
+    # post-training 0-1-2-3-4-5-6-7 (four pairs, every transition unseen).
+    "small-pairs": GridSpec(
+        size=5,
+        num_colours=8,
+        num_walls=1,
+        horizon=50,
+        colours_per_subgoal=2,
+        pretrain_subgoals=3,
+        posttrain_subgoals=4,
+    ),
 }
 
 
