@@ -12,7 +12,7 @@ from latentforge.runs import read_metrics
 from livr.cli import main as livr_main
 from livr.config import TrainConfig, tiny_preset
 from livr.data import write_examples
-from livr.pretraining import PretrainConfig, caption_pairs, pretrain_base, pretrain_record
+from livr.pretraining import COLOURS, SHAPES, PretrainConfig, caption_pairs, pretrain_base, pretrain_record
 from livr.reproduce import resolve_backbone
 from livr.tasks import get_task
 from livr.trainer import stages_for, train
@@ -25,13 +25,40 @@ MICRO_BASE = PretrainConfig(
 def test_caption_pairs_are_deterministic_and_answer_their_question():
     a, b = caption_pairs(40, seed=7, image_size=56), caption_pairs(40, seed=7, image_size=56)
     assert [(e.question, e.answer) for e in a] == [(e.question, e.answer) for e in b]
-    assert {e.meta["kind"] for e in a} == {"describe", "colour", "shape", "where", "choice"}
+    assert {e.meta["kind"] for e in a} == {"describe", "at", "colour", "shape", "where", "choice"}
     assert any(len(e.images) == 2 for e in a)
     for e in a:
         if e.meta["kind"] == "choice":
             assert e.answer in "ABCD" and f"({e.answer}) " in e.question
         if e.meta["kind"] == "colour":
             assert e.answer in {"red", "green", "blue", "yellow", "white", "purple"}
+        if e.meta["kind"] == "at":
+            colour, _, shape = e.answer.partition(" ")
+            assert e.answer == "nothing" or (colour in COLOURS and shape in SHAPES)
+
+
+def test_word_tokenizer_round_trips_the_small_base_texts():
+    from livr.pretraining import vocabulary_texts
+    from livr.tiny import build_word_tokenizer
+
+    tok = build_word_tokenizer(vocabulary_texts())
+    for e in caption_pairs(50, seed=11, image_size=24):
+        ids = tok(e.answer, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids and tok.decode(ids) == e.answer
+    assert tok("zebra", add_special_tokens=False)["input_ids"] == [tok.unk_token_id]
+    prompt = tok.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": "How many circles are there?"}],
+            }
+        ],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    tokens = tok.convert_ids_to_tokens(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert tokens[:5] == ["<|im_start|>", "user", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+    assert tokens[5:10] == ["How", "many", "circles", "are", "there"] and tokens[-1] == "assistant"
 
 
 def test_pretrained_base_is_cached_by_its_settings(tmp_path):

@@ -24,7 +24,13 @@ METHOD_LABELS = {
 }
 
 
+BLANK_SUFFIX = ":blank_image"
+REFERENCE_LABELS = {"chance": "Chance", "majority": "Majority (most frequent training answer)"}
+
+
 def method_label(method: str) -> str:
+    if method.endswith(BLANK_SUFFIX):
+        return f"{method_label(method.removesuffix(BLANK_SUFFIX))}, blank image (text-only control)"
     if method.startswith("livr_k"):
         return f"Ablation: LIVR with K = {method.removeprefix('livr_k')}"
     return METHOD_LABELS.get(method, method)
@@ -82,11 +88,23 @@ def _cell(stat: Mapping, signed: bool = False) -> str:
     return f"{mean} ± {stat['std']:.1f}" if stat["n_seeds"] > 1 else mean
 
 
-def markdown_table(records: Sequence[Mapping], tasks: Sequence[str]) -> str:
-    """The results table (scores in percent; mean ± std over seeds)."""
+def markdown_table(
+    records: Sequence[Mapping],
+    tasks: Sequence[str],
+    references: Mapping[str, Mapping[str, float]] | None = None,
+) -> str:
+    """The results table (scores in percent; mean ± std over seeds).
+
+    ``references`` (``{"chance" | "majority": {task: percent}}``) become the first rows, so every
+    score is read beside the rates a model reaches without the image.
+    """
     summary = summarise(records, tasks)
     header = "| method | seeds | " + " | ".join(tasks) + " | Avg |"
     lines = [header, "|" + "---|" * (len(tasks) + 3)]
+    for name, row in (references or {}).items():
+        values = [row[t] for t in tasks]
+        cells = [f"{v:.1f}" for v in values] + [f"{statistics.fmean(values):.1f}"]
+        lines.append(f"| {REFERENCE_LABELS.get(name, name)} | – | " + " | ".join(cells) + " |")
     for method, row in summary.items():
         cells = [_cell(row[t]) for t in tasks] + [_cell(row["average"])]
         lines.append(f"| {method_label(method)} | {row['average']['n_seeds']} | " + " | ".join(cells) + " |")

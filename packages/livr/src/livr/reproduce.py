@@ -35,7 +35,7 @@ from livr.data import Example, write_examples
 from livr.evaluate import TaskScore, evaluate_tasks, generate_answers, score_task
 from livr.multitask import mix_tasks
 from livr.pretraining import PretrainConfig, pretrain_base, pretrain_record
-from livr.report import markdown_table, method_label, unparseable_table, write_results
+from livr.report import BLANK_SUFFIX, markdown_table, method_label, unparseable_table, write_results
 
 BACKBONE_ALIASES = {
     "qwen2.5-vl-3b": "qwen2_5_vl",
@@ -75,6 +75,11 @@ class ReproduceConfig:
     """task names (``livr.tasks``)."""
     data_root: str | None = None
     """folder with one sub-folder per task in its published format; None: generated data."""
+    task_source: Literal["paper", "grid"] = "paper"
+    """generated data: the paper tasks' generators, or their grid versions (``livr.tasks.grid``: counting,
+    object_localization, visual_similarity on the small base's 3 x 3 grid; the CPU preset)."""
+    blank_control: bool = False
+    """also score every trained model with blank images (a text-only control: equal scores mean the image is unused)."""
     train_per_task: int = 32
     """training examples per task (paper: 1,000)."""
     val_per_task: int = 8
@@ -113,12 +118,49 @@ class ReproduceConfig:
     """explicit run folder."""
 
 
+GRID_TASKS = ("counting", "object_localization", "visual_similarity")
+
+
+def tiny_pretrain() -> PretrainConfig:
+    """The small base of the CPU preset (chosen by the search in the README, "Base-model search")."""
+    return PretrainConfig(
+        hidden_size=64,
+        num_layers=4,
+        head_dim=16,
+        mrope_section=(2, 3, 3),
+        vision_hidden_size=64,
+        vision_layers=2,
+        patch_size=8,
+        image_tokens=9,
+        image_size=48,
+        tokenizer="word",
+        max_objects=4,
+        two_image_rate=0.1,
+        steps=3000,
+        eval_every=500,
+        batch_size=16,
+        eval_examples=128,
+    )
+
+
 def tiny_reproduce() -> ReproduceConfig:
     model = ModelConfig(num_latents=8, lora_r=16, lora_alpha=32)
     train = TrainConfig(
-        model=model, stage1_epochs=2, stage2_epochs=3, lr=1e-3, batch_size=8, grad_accum=1, dtype="float32"
+        model=model, stage1_epochs=1, stage2_epochs=1, lr=5e-3, batch_size=32, grad_accum=1, dtype="float32"
     )
-    return ReproduceConfig(train=train)
+    return ReproduceConfig(
+        pretrain=tiny_pretrain(),
+        task_source="grid",
+        tasks=GRID_TASKS,
+        train_per_task=1000,
+        val_per_task=32,
+        test_per_task=200,
+        image_size=48,
+        methods=("direct_sft", "livr", "latents_no_mask", "mask_no_latents"),
+        blank_control=True,
+        eval_batch_size=32,
+        train=train,
+    )
 
 
 def paper_reproduce() -> ReproduceConfig:
@@ -159,13 +201,38 @@ def task_split(cfg: ReproduceConfig, task: str, split: str) -> list[Example]:
     ]
     if cfg.data_root:
         return spec.load(Path(cfg.data_root) / task, split, limit=n, seed=DATA_SEEDS[split])
-    return spec.generate(
-        n, seed=DATA_SEEDS[split] * 1000 + zlib.crc32(task.encode()) % 1000, image_size=cfg.image_size
-    )
+    seed = DATA_SEEDS[split] * 1000 + zlib.crc32(task.encode()) % 1000
+    if cfg.task_source == "grid":
+        from livr.tasks import grid
+
+        return grid.generate(task, n, seed=seed, image_size=cfg.image_size)
+    return spec.generate(n, seed=seed, image_size=cfg.image_size)
 
 
-def write_training_data(cfg: ReproduceConfig, folder: Path) -> dict[str, Path]:
-    """Dataset folders for training: ``{"all": mixed}`` (multi) or one per task (single)."""
+def reference_rates(
+    train: dict[str, list[Example]], tests: dict[str, list[Example]]
+) -> dict[str, dict[str, float]]:
+    """Per task, in percent: chance (uniform over the options, or over the counts seen in training) and
+    the majority rate (the most frequent training answer, scored on the test set)."""
+    from collections import Counter
+
+    from livr.tasks import get_task
+
+    chance, majority = {}, {}
+    for task, exs in tests.items():
+        answers = Counter(ex.answer for ex in train[task])
+        choices = get_task(task).choices
+        chance[task] = 100.0 / (len(choices) if choices else len(answers))
+        top = answers.most_common(1)[0][0]
+        majority[task] = 100.0 * sum(ex.answer == top for ex in exs) / max(len(exs), 1)
+    return {"chance": chance, "majority": majority}
+
+
+def write_training_data(
+    cfg: ReproduceConfig, folder: Path
+) -> tuple[dict[str, Path], dict[str, list[Example]]]:
+    """Dataset folders for training (``{"all": mixed}`` in multi mode, one per task in single) and the
+    training examples per task."""
     per_task = {t: (task_split(cfg, t, "train"), task_split(cfg, t, "val")) for t in cfg.tasks}
     out = {}
     if cfg.mode == "multi":
@@ -177,7 +244,7 @@ def write_training_data(cfg: ReproduceConfig, folder: Path) -> dict[str, Path]:
             write_examples(tr, folder / t, "train")
             write_examples(va, folder / t, "val")
             out[t] = folder / t
-    return out
+    return out, {t: tr for t, (tr, _) in per_task.items()}
 
 
 # ---------------------------------------------------------------------------- runs
@@ -265,8 +332,11 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     model_template = dataclasses.replace(cfg.train.model, backbone=cfg.backbone, model_id=base)
 
     t = time.time()
-    data = write_training_data(cfg, run_dir / "data")
+    data, train_sets = write_training_data(cfg, run_dir / "data")
     tests = {task: task_split(cfg, task, "test") for task in cfg.tasks}
+    blank_tests = {task: [blank(ex) for ex in exs] for task, exs in tests.items()}
+    references = reference_rates(train_sets, tests)
+    del train_sets
     timings["data"] = time.time() - t
     eval_kw = {"batch_size": cfg.eval_batch_size, "max_new_tokens": cfg.max_new_tokens}
 
@@ -283,6 +353,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         for seed in cfg.seeds:
             t = time.time()
             scores: dict[str, TaskScore] = {}
+            blank_scores: dict[str, TaskScore] = {}
             for group, folder in data.items():
                 model = dataclasses.replace(
                     template.model, backbone=cfg.backbone, model_id=base, latent_init_seed=seed
@@ -300,17 +371,27 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                 livr = LivrModel.from_pretrained(trained / "best")
                 group_tests = tests if group == "all" else {group: tests[group]}
                 scores.update(evaluate_tasks(livr, group_tests, **eval_kw))
+                if cfg.blank_control:
+                    blank_group = {task: blank_tests[task] for task in group_tests}
+                    blank_scores.update(evaluate_tasks(livr, blank_group, **eval_kw))
                 del livr
+                if label == "livr" and cfg.diagnostics:
+                    for task, row in stage1_diagnostics(cfg, trained / "best-stage1", group_tests).items():
+                        per_seed = diagnostics.setdefault("stage1_by_seed", {}).setdefault(task, [])
+                        per_seed.append({"seed": seed, **row})
+                        diagnostics.setdefault("stage1_accuracy", {})[task] = {
+                            key: sum(r[key] for r in per_seed) / len(per_seed)
+                            for key in ("image", "blank_image")
+                        }
                 if label == "livr" and cfg.diagnostics and seed == cfg.seeds[0]:
-                    diagnostics.setdefault("stage1_accuracy", {}).update(
-                        stage1_diagnostics(cfg, trained / "best-stage1", group_tests)
-                    )
                     png = run_dir / "latent_attention.png" if group in ("all", cfg.tasks[0]) else None
                     for stage, per_task in attention_diagnostics(
                         cfg, trained / "best", group_tests, png
                     ).items():
                         diagnostics.setdefault("latent_attention", {}).setdefault(stage, {}).update(per_task)
             records.append(score_records(label, seed, scores))
+            if blank_scores:
+                records.append(score_records(label + BLANK_SUFFIX, seed, blank_scores))
             timings[f"{label}-s{seed}"] = time.time() - t
             write_results(run_dir, records, cfg.tasks, {"partial": True})
 
@@ -318,6 +399,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     extra = {
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "pretraining": pretrain_info,
+        "references": references,
         "diagnostics": diagnostics,
         "seconds": timings,
         "load_average": os.getloadavg(),
@@ -353,7 +435,7 @@ def render_report(cfg: ReproduceConfig, records: list[dict], extra: dict) -> str
         f"lr {t.lr}, batch {t.batch_size} x accumulation {t.grad_accum}; best checkpoint by validation NLL; "
         f"seeds {list(cfg.seeds)}. Scores in percent (accuracy; exact match for counting), mean ± std over seeds.",
         "",
-        markdown_table(records, cfg.tasks),
+        markdown_table(records, cfg.tasks, extra.get("references")),
         "",
         "Unparseable answers (counted wrong), summed over seeds:",
         "",
@@ -363,20 +445,23 @@ def render_report(cfg: ReproduceConfig, records: list[dict], extra: dict) -> str
     diag = extra.get("diagnostics") or {}
     if diag.get("stage1_accuracy"):
         lines += [
-            "## Does information flow through the latents? (first seed)",
+            "## Does information flow through the latents?",
             "",
             "Stage-1 checkpoint under the bottleneck mask (the image reaches the answer only through the latents), "
-            "with the real image and with a blank one: equal scores mean the latents carry no usable image "
-            "information.",
+            "with the real image and with a blank one (mean over the LIVR seeds): equal scores mean the latents "
+            "carry no usable image information.",
             "",
-            "| task | real image | blank image |",
-            "|---|---|---|",
+            "| task | real image | blank image | real − blank, per seed |",
+            "|---|---|---|---|",
         ]
         for task, row in diag["stage1_accuracy"].items():
-            lines.append(f"| {task} | {row['image']:.1f} | {row['blank_image']:.1f} |")
+            seeds = diag.get("stage1_by_seed", {}).get(task, [])
+            per_seed = ", ".join(f"{r['image'] - r['blank_image']:+.1f}" for r in seeds)
+            lines.append(f"| {task} | {row['image']:.1f} | {row['blank_image']:.1f} | {per_seed} |")
         lines += [
             "",
-            "Latent-token attention (final LIVR checkpoint, mean over heads, layers and 8 test examples):",
+            "Latent-token attention (final checkpoint of the first LIVR seed, mean over heads, layers and 8 test "
+            "examples):",
             "",
         ]
         lines += [
