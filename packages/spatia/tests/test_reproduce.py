@@ -32,6 +32,32 @@ def test_eval_scene_loop_returns_to_its_start():
     assert torch.allclose(scene.frames[0], scene.frames[-1])
 
 
+def test_there_and_back_revisits_the_way_out_frame_for_frame():
+    from spatia.evaluation import revisit_pairs
+
+    cfg = replace(ReproduceConfig(), there_and_back=True)
+    scene = eval_scene(1000, cfg, 13)
+    for i in range(13):
+        assert torch.equal(scene.w2c[i], scene.w2c[12 - i])
+        assert torch.equal(scene.frames[i], scene.frames[12 - i])
+    assert not torch.allclose(scene.w2c[0], scene.w2c[6])  # it does go somewhere
+    pairs = revisit_pairs(scene.w2c)
+    assert len(pairs) >= 3 and all(torch.equal(scene.w2c[a], scene.w2c[b]) for a, b in pairs)
+
+
+def test_wrong_room_memory_covers_the_start_view_with_another_room():
+    from spatia.reproduce import wrong_room_memory
+
+    cfg = ReproduceConfig()
+    scene = eval_scene(1000, cfg, 9)
+    memory = wrong_room_memory(cfg, scene)
+    render, holes = memory.render(scene.w2c[:1], scene.intrinsics, 32, 32)
+    covered = ~holes[0, 0]
+    assert covered.float().mean() > 0.5
+    diff = (render[0] - scene.frames[0]).abs().amax(0)[covered]
+    assert (diff > 0.1).float().mean() > 0.5  # mostly other colours: the memory is of the wrong room
+
+
 def _run(setting, psnr_c, seed):
     metrics = {
         "closed_loop": {"psnr_c": psnr_c, "match_accuracy": 0.5, "num_pairs": 3, "ssim_c": 0.5},

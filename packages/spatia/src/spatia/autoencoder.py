@@ -29,20 +29,21 @@ TRAIN_SCENE_OFFSET = 500_000
 class AutoencoderConfig:
     """The tiny autoencoder and how it is trained."""
 
-    z_dim: int = 8
-    """Latent channels."""
+    z_dim: int = 12
+    """Latent channels (8 stalled near 24.9 dB held out)."""
     base_dim: int = 32
     """Width of the first convolution (2x that below it)."""
     scale_factor_spatial: int = 2
     """Spatial compression (32x32 frames -> 16x16 latents; 4x learned too slowly on the CPU, see the README)."""
-    iterations: int = 800
+    iterations: int = 1200
     """AdamW steps."""
     batch_size: int = 8
     """Clips per step."""
     clip_frames: int = 3
     """Frames per training clip (the causal convolutions see one past frame; 3 trains that path)."""
     learning_rate: float = 1e-3
-    """AdamW learning rate."""
+    """AdamW peak learning rate (cosine decay to zero: at a constant rate the held-out round trip
+    stalled near 24.9 dB after 800 steps)."""
     num_scenes: int = 64
     """Training rooms."""
     frames_per_scene: int = 9
@@ -55,6 +56,9 @@ class AutoencoderConfig:
     """Texture cell sizes of the rooms (as the transformer's training data)."""
     supersample: int = 4
     """Anti-aliasing rays per pixel side (as the transformer's training data)."""
+    latent_noise: float = 0.05
+    """Gaussian noise added to the latents in training, relative to their standard deviation, so the
+    decoder also maps latents slightly off the encoder's (as sampled ones are) to rooms, not to noise."""
     seed: int = 0
 
     def key(self) -> str:
@@ -97,6 +101,7 @@ def train_autoencoder(config: AutoencoderConfig, out_dir: Path) -> dict:
         z_dim=config.z_dim, base_dim=config.base_dim, scale_factor_spatial=config.scale_factor_spatial
     )
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.iterations, 1))
     gen = torch.Generator().manual_seed(config.seed)
     losses = []
     for _ in range(config.iterations):
@@ -104,11 +109,14 @@ def train_autoencoder(config: AutoencoderConfig, out_dir: Path) -> dict:
         t0 = int(torch.randint(0, config.frames_per_scene - config.clip_frames + 1, (1,), generator=gen))
         x = train[idx, :, t0 : t0 + config.clip_frames]
         # Unclamped output: a clamped pixel would pass no gradient. L1 keeps edges sharp, MSE is what PSNR reads.
-        recon = vae.decode_unclamped(vae.encode(x).latent_dist.mode())
+        z = vae.encode(x).latent_dist.mode()
+        z = z + config.latent_noise * z.detach().std() * torch.randn(z.shape, generator=gen)
+        recon = vae.decode_unclamped(z)
         loss = (recon - x).abs().mean() + (recon - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(float(loss.detach()))
     vae.eval()
     with torch.no_grad():
