@@ -167,3 +167,17 @@ def test_validation_keeps_an_uninformative_probe_at_the_majority_rate():
     )
     assert max(overfit) < majority - 0.03
     assert min(kept) >= majority - 0.01
+
+
+def test_mlp_probe_reads_a_label_that_no_linear_probe_can():
+    # the label is the XOR of two feature signs: in the residual, but not linearly readable
+    from internal_rl.probe import fit_mlp_probes
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4000, 1, 8, generator=g)
+    y = ((x[:, 0, 0] > 0) ^ (x[:, 0, 1] > 0)).long()
+    split = dict(validation=(x[2000:3000], y[2000:3000]), test=(x[3000:], y[3000:]))
+    fit = dict(steps=600, batch_size=256, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    linear = fit_probes(x[:2000], y[:2000], 2, validation=split["validation"], **fit).accuracy(*split["test"])
+    mlp = fit_mlp_probes(x[:2000], y[:2000], 2, hidden=64, **split, **fit)
+    assert linear[0] < 0.6 and mlp[0] > 0.9

@@ -56,6 +56,10 @@ class ProbeConfig:
     """AdamW weight decay."""
     max_tokens: int = 200_000
     """Cap on the residual vectors collected for training (memory: tokens x (L+1) x n_e floats)."""
+    mlp_hidden: int = 0
+    """If > 0, also fit a one-hidden-layer ReLU probe of this width per layer (same data, steps and
+    validation), a diagnostic: it tells a subgoal that is in the residual but not linearly readable
+    from one that is absent. The paper's probes are linear."""
     validation_fraction: float = 0.15
     """Share of the training episodes kept aside to pick each layer's probe (best validation
     accuracy over training, see :func:`fit_probes`); 0 uses the last weights."""
@@ -90,11 +94,14 @@ def tiny_probe_config() -> ProbeConfig:
 def small_probe_config() -> ProbeConfig:
     """The small grid (``variant="small"``): 2000 labelled episodes, 1500 probe steps."""
     return ProbeConfig(
-        data=DataConfig(num_episodes=2000, data_seed=1, eval_fraction=0.3, variant="small"),
+        data=DataConfig(
+            num_episodes=2000, data_seed=1, eval_fraction=0.3, variant="small", expert_ties="first"
+        ),
         steps=1500,
         batch_size=256,
         lr=3e-3,
         max_tokens=50_000,
+        mlp_hidden=256,
     )
 
 
@@ -202,6 +209,50 @@ def fit_probes(
     return LayerProbes(best_w, best_b, mean, std)
 
 
+def fit_mlp_probes(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    *,
+    hidden: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    validation: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    generator: torch.Generator | None = None,
+    eval_every: int = 100,
+) -> list[float]:
+    """Held-out accuracy per layer of a one-hidden-layer ReLU probe, each layer's weights chosen at its best
+    validation accuracy (as :func:`fit_probes`)."""
+    out = []
+    for layer in range(x.shape[1]):
+        feats = x[:, layer]
+        mean, std = feats.mean(0), feats.std(0).clamp(min=1e-6)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(feats.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_classes)
+        )
+        optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
+        best_val, best_test = -1.0, 0.0
+        for step in range(steps):
+            idx = torch.randint(len(feats), (batch_size,), generator=generator)
+            loss = F.cross_entropy(net((feats[idx] - mean) / std), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if (step + 1) % eval_every == 0 or step + 1 == steps:
+                val = _accuracy(net, (validation[0][:, layer] - mean) / std, validation[1])
+                if val > best_val:
+                    best_val, best_test = val, _accuracy(net, (test[0][:, layer] - mean) / std, test[1])
+        out.append(best_test)
+    return out
+
+
+@torch.no_grad()
+def _accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((net(x).argmax(-1) == y).float().mean())
+
+
 def last_visited_colour(data: Any) -> torch.Tensor | None:
     """``(E, T)`` the colour the agent last entered before acting at step t (``num_colours`` before the
     first), read off grid observations and ``layouts["colour_cells"]``; ``None`` for other data."""
@@ -283,6 +334,8 @@ class ProbeResult:
     """Accuracy of always predicting the most frequent held-out subgoal."""
     history_baseline: float | None = None
     """Accuracy of the last-visited-colour lookup table (:func:`history_baseline`; grid only)."""
+    mlp_accuracy: dict[int, list[float]] = field(default_factory=dict)
+    """With ``mlp_hidden`` > 0: held-out accuracy of the non-linear diagnostic probe, by layer."""
 
 
 def _checkpoint_paths(run: Path, which: str) -> list[Path]:
@@ -314,6 +367,7 @@ def probe(cfg: ProbeConfig, data: Any = None) -> ProbeResult:
     n_classes = int(data.subgoals.max()) + 1
     run_dir = create_run_dir(cfg.run_root, "internal-rl", cfg.exp_name, cfg.seed, config_to_dict(cfg))
     results: dict[int, list[float]] = {}
+    mlp: dict[int, list[float]] = {}
     chance = 0.0
     with MetricsLogger(run_dir) as log:
         for path in log.progress(paths, desc="probe"):
@@ -340,6 +394,12 @@ def probe(cfg: ProbeConfig, data: Any = None) -> ProbeResult:
             acc = probes.accuracy(x_test, y_test)
             chance = majority_rate(y_train, y_test, n_classes)
             results[int(info["step"])] = acc
+            if cfg.mlp_hidden > 0 and validation is not None:
+                mlp[int(info["step"])] = fit_mlp_probes(
+                    x_train, y_train, n_classes, hidden=cfg.mlp_hidden, steps=cfg.steps,
+                    batch_size=cfg.batch_size, lr=cfg.lr, validation=validation, test=(x_test, y_test),
+                    generator=generator,
+                )  # fmt: skip
             log.log(int(info["step"]), **{f"probe/layer{layer}": a for layer, a in enumerate(acc)})
     summary = {
         "env_id": data.env_id,
@@ -347,6 +407,7 @@ def probe(cfg: ProbeConfig, data: Any = None) -> ProbeResult:
         "accuracy_by_layer": {str(step): acc for step, acc in sorted(results.items())},
         "best_layer": {str(s): int(torch.tensor(a).argmax()) for s, a in results.items()},
         "history_baseline": history_baseline(train, held_out),
+        "mlp_accuracy_by_layer": {str(step): acc for step, acc in sorted(mlp.items())},
         "train_tokens": len(x_train),
         "held_out_tokens": len(x_test),
         "pretraining_run": str(cfg.run),
@@ -360,5 +421,9 @@ def probe(cfg: ProbeConfig, data: Any = None) -> ProbeResult:
         history=summary["history_baseline"],
     )
     return ProbeResult(
-        run_dir=run_dir, accuracy=results, chance=chance, history_baseline=summary["history_baseline"]
+        run_dir=run_dir,
+        accuracy=results,
+        chance=chance,
+        history_baseline=summary["history_baseline"],
+        mlp_accuracy=mlp,
     )

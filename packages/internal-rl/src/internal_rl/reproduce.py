@@ -59,6 +59,8 @@ class ReproduceConfig:
     probe: bool = True
     probe_steps: int = 1500
     probe_episodes: int = 2000
+    probe_mlp_hidden: int = 256
+    """Width of the non-linear diagnostic probe fitted beside the linear ones (0: none)."""
     discovery: _discovery.DiscoveryConfig = field(default_factory=_discovery.small_config)
     meta_seeds: int = 3
     """Metacontroller (and CompILE) seeds per base model (the paper: 3)."""
@@ -106,6 +108,7 @@ def paper_config() -> ReproduceConfig:
         base_models=10,
         probe_steps=8000,
         probe_episodes=10_000,
+        probe_mlp_hidden=0,
         discovery=_discovery.paper_grid_config(),
         meta_seeds=3,
         compile=_compile_rl.paper_grid_config(),
@@ -132,6 +135,7 @@ def tiny_config() -> ReproduceConfig:
         pretrain_preset="tiny",
         probe_steps=500,
         probe_episodes=300,
+        probe_mlp_hidden=0,
         discovery=dataclasses.replace(_discovery.tiny_config(), steps=300, eval_every=100),
         meta_seeds=1,
         compile=dataclasses.replace(
@@ -318,11 +322,14 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         if ant:
             probe_data = dataclasses.replace(dcfg.data, epsilon=0.0, eval_fraction=pc.data.eval_fraction)
         pc = dataclasses.replace(
-            pc, run=base_runs[0], checkpoints="latest", steps=cfg.probe_steps, data=probe_data, **common,
+            pc, run=base_runs[0], checkpoints="latest", steps=cfg.probe_steps, data=probe_data,
+            mlp_hidden=cfg.probe_mlp_hidden, **common,
         )  # fmt: skip
         pr = _probe.probe(pc, data=data)
         acc = list(pr.accuracy.values())[-1]
         results["probe"] = {"accuracy": acc, "chance": pr.chance, "history_baseline": pr.history_baseline}
+        if pr.mlp_accuracy:
+            results["probe"]["mlp_accuracy"] = list(pr.mlp_accuracy.values())[-1]
         plot_probe(acc, pr.chance, run_dir / "probe_accuracy.png", history=pr.history_baseline)
         figures.append("probe_accuracy.png")
         timed("probe", start)
