@@ -198,3 +198,76 @@ def test_stage1_refuses_a_prompt_without_latents(tiny_backbones):
         ModelConfig(model_id=tiny_backbones["qwen2_5_vl"], num_latents=0, stage1_without_latents=True)
     )
     assert torch.isfinite(blind(batch, 1).loss)
+
+
+def two_image_examples() -> list[Example]:
+    """Rows of different lengths (left padding) with one and two images, so positions must skip images."""
+    examples = synthetic_counting(2, seed=12)
+    examples[0].question = "How many squares are in these two pictures, counting both?"
+    examples[0].images = [examples[0].images[0], examples[1].images[0]]
+    return examples
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_vl", "qwen3_vl"])
+def test_explicit_mrope_positions_equal_the_models_get_rope_index(models, name):
+    """livr writes the M-RoPE rule out (``mrope_positions``); it must agree with transformers' own on
+    every non-padding token, latents included, with left padding and two images in one row."""
+    livr = models[f"{name}/dense"]
+    batch = livr.encode(two_image_examples())
+    ours = livr.positions(batch)
+    image_id = livr.base.config.image_token_id
+    theirs, _ = livr.base.model.get_rope_index(
+        batch.input_ids,
+        (batch.input_ids == image_id).int(),
+        image_grid_thw=batch.image_grid_thw,
+        attention_mask=batch.attention_mask,
+    )
+    valid = batch.attention_mask.bool()
+    assert torch.equal(ours[:, valid], theirs[:, valid])
+    # the image tokens really spread over rows and columns (not a text-like diagonal)
+    image = batch.input_ids[0] == image_id
+    assert len(set(ours[1, 0, image].tolist())) > 1 and len(set(ours[2, 0, image].tolist())) > 1
+    assert not torch.equal(ours[1, 0, image], ours[2, 0, image])
+
+
+def flex_bottleneck_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """A transformers attention function running latentforge's flex kernel (``backend="flex"``) on the roles.
+
+    transformers 5.24 refuses ``attn_implementation="flex_attention"`` for the Qwen2.5-VL text model, so
+    the flex comparison goes through the attention registry, as livr's default route does."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from latentforge.kernels import bottleneck_attention
+
+    roles, stage = kwargs.pop("roles", None), kwargs.pop("stage", None)
+    kwargs.pop("require_latents", None)
+    if roles is None or not getattr(module, "is_causal", True):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    out = bottleneck_attention(query, key, value, roles, stage, backend="flex", scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_stage1_logits_agree_across_eager_sdpa_and_flex(models, name):
+    """Stage-1 logits with the positions passed explicitly: the dense 4-D mask under transformers' eager
+    and SDPA attention, and the roles under latentforge's flex kernel, agree on every non-padding token."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("livr_test_flex", flex_bottleneck_forward)
+    AttentionMaskInterface.register("livr_test_flex", sdpa_mask)
+    examples = two_image_examples() if name != "llava_onevision1_5" else synthetic_counting(2, seed=12)
+    logits = {}
+    for route, impl in (("dense", "eager"), ("dense", "sdpa"), ("registry", "livr_test_flex")):
+        livr = models[f"{name}/{route}"]
+        batch = livr.encode(examples)
+        before = livr.base.config.get_text_config()._attn_implementation
+        livr.base.set_attn_implementation({"text_config": impl})
+        try:
+            with torch.no_grad():
+                logits[impl] = livr(batch, 1).logits
+        finally:
+            livr.base.set_attn_implementation({"text_config": before})
+    real = batch.roles != Role.PAD
+    for impl in ("sdpa", "livr_test_flex"):
+        torch.testing.assert_close(logits[impl][real], logits["eager"][real], atol=2e-5, rtol=1e-4)

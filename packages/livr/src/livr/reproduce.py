@@ -146,7 +146,7 @@ def tiny_pretrain() -> PretrainConfig:
 def tiny_reproduce() -> ReproduceConfig:
     model = ModelConfig(num_latents=8, lora_r=16, lora_alpha=32)
     train = TrainConfig(
-        model=model, stage1_epochs=1, stage2_epochs=1, lr=5e-3, batch_size=32, grad_accum=1, dtype="float32"
+        model=model, stage1_epochs=1, stage2_epochs=1, lr=2e-3, batch_size=32, grad_accum=1, dtype="float32"
     )
     return ReproduceConfig(
         pretrain=tiny_pretrain(),

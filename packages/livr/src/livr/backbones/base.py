@@ -97,19 +97,18 @@ class BackboneAdapter(abc.ABC):
         attention_mask: torch.Tensor,
         image_grid_thw: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Multimodal RoPE position ids ``(3, B, S)``: latent tokens count as plain text."""
-        mm_token_type_ids = (input_ids == model.config.image_token_id).to(torch.int32)
-        inner = model.model if hasattr(model, "model") else model
-        if image_grid_thw is None:
-            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            return pos[None].expand(3, -1, -1)
-        positions, _ = inner.get_rope_index(
+        """Multimodal RoPE position ids ``(3, B, S)`` from the token layout: latent tokens count as plain text.
+
+        Computed by :func:`mrope_positions` (the Qwen-VL rule written out), so no position is left for
+        transformers to infer, e.g. from a 4-D mask; tests check it equals the model's ``get_rope_index``.
+        """
+        return mrope_positions(
             input_ids,
-            mm_token_type_ids,
-            image_grid_thw=image_grid_thw,
-            attention_mask=attention_mask,
+            attention_mask,
+            image_grid_thw,
+            image_token_id=int(model.config.image_token_id),
+            merge_size=int(model.config.vision_config.spatial_merge_size),
         )
-        return positions
 
     def vision_parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
         """Named parameters of the vision tower and projector."""
@@ -127,6 +126,42 @@ class BackboneAdapter(abc.ABC):
                 f"{where}: model_type {model_type!r} does not match backbone {self.name!r} "
                 f"(expects {list(self.model_types)})"
             )
+
+
+def mrope_positions(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    image_grid_thw: torch.Tensor | None,
+    *,
+    image_token_id: int,
+    merge_size: int,
+) -> torch.Tensor:
+    """Qwen-VL multimodal RoPE positions ``(3, B, S)`` (time, row, column) from each row's 2-D layout.
+
+    Counting from a row's first non-padding token: a text token (latents and answers included) takes
+    ``(p, p, p)`` and advances ``p`` by one; an image's ``t x h x w`` merged grid takes ``(p + i, p + r,
+    p + c)`` for its tokens in raster order, then ``p`` continues one past the largest of them. Images
+    are consumed from ``image_grid_thw`` in order through the batch. Padding gets 0.
+    """
+    batch, length = input_ids.shape
+    out = torch.zeros(3, batch, length, dtype=torch.long, device=input_ids.device)
+    grids = iter(image_grid_thw.tolist()) if image_grid_thw is not None else iter(())
+    ids, valid = input_ids.tolist(), attention_mask.bool().tolist()
+    for b in range(batch):
+        cols: list[tuple[int, int, int]] = []
+        where = [i for i in range(length) if valid[b][i]]
+        p, k = 0, 0
+        while k < len(where):
+            if ids[b][where[k]] != image_token_id:
+                cols.append((p, p, p))
+                p, k = p + 1, k + 1
+                continue
+            t, h, w = next(grids)
+            h, w = h // merge_size, w // merge_size
+            cols += [(p + i, p + r, p + c) for i in range(t) for r in range(h) for c in range(w)]
+            p, k = p + max(t, h, w), k + t * h * w
+        out[:, b, where] = torch.tensor(cols, dtype=torch.long, device=input_ids.device).T
+    return out
 
 
 class QwenVLFamilyAdapter(BackboneAdapter):

@@ -14,9 +14,9 @@ image token), and ask short questions, so that the image is needed and can be re
 
 The named attribute is the colour, not the shape: after its generic pretraining the small base
 reads an object's colour well above chance but its shape barely (README "Base-model search").
-- ``visual_similarity``: a reference scene and two candidates, one with a single object recoloured,
-  one with every object moved and half of them recoloured; which candidate is closer; 2-way
-  (three images per prompt).
+- ``visual_similarity``: a reference scene and two candidates, one the same scene with a single
+  object recoloured, one another scene with a different number of objects; which candidate is
+  closer; 2-way (three images per prompt).
 
 Answers are balanced over the options (and over the counts), so a constant answer scores chance.
 ``generate(task, n, seed=..., image_size=48)`` is deterministic by seed; ``solve(example)`` answers
@@ -146,11 +146,11 @@ def generate_localization(n: int, *, seed: int = 0, image_size: int = 48) -> lis
         kinds += [(rng.choice(others), rng.choice(SHAPES)) for _ in range(rng.randint(0, 3))]
         cells = rng.sample(range(9), len(kinds))
         objects = _objects(kinds, cells)
-        # the wrong cell holds another object half the time, so "any object there" does not answer it
-        if len(cells) > 1 and rng.random() < 0.5:
-            wrong = rng.choice(cells[1:])
-        else:
-            wrong = rng.choice([c for c in range(9) if c not in cells])
+        # The wrong cell is in another row and another column (so that either tells them apart), and
+        # holds another object when one is there, so "is there an object" does not answer it.
+        far = [c for c in range(9) if c // 3 != cells[0] // 3 and c % 3 != cells[0] % 3]
+        taken = [c for c in far if c in cells[1:]]
+        wrong = rng.choice(taken) if taken and rng.random() < 0.5 else rng.choice(far)
         options = place(position_name(cells[0]), [position_name(wrong)], slot)
         meta = {
             "task": "object_localization",
@@ -176,12 +176,10 @@ def generate_similarity(n: int, *, seed: int = 0, image_size: int = 48) -> list[
         near = [dict(o) for o in ref]
         changed = rng.randrange(k)
         near[changed]["colour"] = rng.choice([c for c in COLOURS if c != ref[changed]["colour"]])
-        moved = rng.sample(range(9), k)
-        while any(m == c for m, c in zip(moved, cells, strict=True)):  # every object leaves its cell
-            moved = rng.sample(range(9), k)
-        far = [dict(o, slot=m) for o, m in zip(ref, moved, strict=True)]
-        for o in rng.sample(far, k // 2):
-            o["colour"] = rng.choice([c for c in COLOURS if c != o["colour"]])
+        # the far candidate is another scene, with a different number of objects
+        k_far = rng.choice([m for m in range(1, 6) if m != k])
+        far_kinds = rng.sample([(c, s) for c in COLOURS for s in SHAPES], k_far)
+        far = [dict(o, jitter=jitter(rng)) for o in _objects(far_kinds, rng.sample(range(9), k_far))]
         background = (0, 0, 0) if rng.random() < 0.5 else (90, 90, 90)
         images = [draw_scene(objs, image_size, rng, background) for objs in (ref, near, far)]
         candidates = place("near", ["far"], slot)
