@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from spatia.data.procedural import sample_scene
-from spatia.memory import unproject_depth
-from spatia.spatial_memory import MemoryFileError, SpatialMemory
+from spatia.spatial_memory import MemoryFileError, SpatialMemory, unproject_depth
 
 H, W = 24, 32
 VOXEL = 0.05
