@@ -4,10 +4,10 @@ Wan's VAE is a causal 3D convolutional autoencoder: every convolution pads only 
 the time axis, so latent frame ``t`` depends on frames ``<= t`` (the first frame is encoded on
 its own, as an image). This one keeps that design at a width a CPU trains in minutes, with two
 departures made for 32x32 frames, both in the config: no temporal compression
-(``scale_factor_temporal=1``; Wan2.2's is 4) and 4x spatial compression (Wan2.2's is 16), since
-a 32x32 frame compressed 16x leaves a 2x2 latent. ``AutoencoderKLWan`` at a tiny width (the random
-``spatia.tiny.tiny_vae``) learned too slowly on the CPU here: 14.5 dB held-out round trip after
-200 steps where this one passes 25 dB (see the package README).
+(``scale_factor_temporal=1``; Wan2.2's is 4) and 2x or 4x spatial compression (Wan2.2's is 16; the
+CPU preset uses 2x), since a 32x32 frame compressed 16x leaves a 2x2 latent. ``AutoencoderKLWan`` at tiny widths learned too
+slowly on the CPU here (13-14.5 dB held-out round trip after 150-200 steps at 0.4-0.6 s a step); this
+class, trained as ``spatia.autoencoder`` does, reaches 25.0 dB (see the package README).
 
 The pipeline and trainer only use ``encode(x).latent_dist.mode()``, ``decode(z).sample`` and
 the config's ``z_dim``, ``latents_mean``, ``latents_std``, ``scale_factor_temporal`` and
