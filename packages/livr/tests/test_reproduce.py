@@ -12,7 +12,7 @@ from latentforge.runs import read_metrics
 from livr.cli import main as livr_main
 from livr.config import TrainConfig, tiny_preset
 from livr.data import write_examples
-from livr.pretraining import COLOURS, SHAPES, PretrainConfig, caption_pairs, pretrain_base, pretrain_record
+from livr.pretraining import PretrainConfig, caption_pairs, pretrain_base, pretrain_record
 from livr.reproduce import resolve_backbone
 from livr.tasks import get_task
 from livr.trainer import stages_for, train
@@ -23,18 +23,42 @@ MICRO_BASE = PretrainConfig(
 
 
 def test_caption_pairs_are_deterministic_and_answer_their_question():
-    a, b = caption_pairs(40, seed=7, image_size=56), caption_pairs(40, seed=7, image_size=56)
+    a, b = (
+        caption_pairs(200, seed=7, image_size=48, max_objects=4),
+        caption_pairs(200, seed=7, image_size=48, max_objects=4),
+    )
     assert [(e.question, e.answer) for e in a] == [(e.question, e.answer) for e in b]
-    assert {e.meta["kind"] for e in a} == {"describe", "at", "colour", "shape", "where", "choice"}
+    assert {e.meta["kind"] for e in a} == {
+        "describe",
+        "colour",
+        "colour_at",
+        "shape_at",
+        "where",
+        "choice",
+        "count",
+    }
     assert any(len(e.images) == 2 for e in a)
     for e in a:
-        if e.meta["kind"] == "choice":
+        objects, kind = e.meta["objects"], e.meta["kind"]
+        at = {o["where"]: o for o in objects}
+        if kind == "count":
+            assert e.answer == str(len(objects))
+        elif kind == "colour_at":
+            assert any(f" at {w}" in e.question and o["colour"] == e.answer for w, o in at.items())
+        elif kind == "shape_at":
+            assert any(f" at {w}" in e.question and o["shape"] == e.answer for w, o in at.items())
+        elif kind == "where":
+            assert f"{at[e.answer]['colour']} {at[e.answer]['shape']}" in e.question
+        elif kind == "colour":
+            # the named shape is unique in the image and has the answered colour
+            named = [o for o in objects if f" {o['shape']}" in e.question]
+            assert len(named) == 1 and named[0]["colour"] == e.answer
+        elif kind == "choice":
             assert e.answer in "ABCD" and f"({e.answer}) " in e.question
-        if e.meta["kind"] == "colour":
-            assert e.answer in {"red", "green", "blue", "yellow", "white", "purple"}
-        if e.meta["kind"] == "at":
-            colour, _, shape = e.answer.partition(" ")
-            assert e.answer == "nothing" or (colour in COLOURS and shape in SHAPES)
+            named = [o for o in objects if f" {o['shape']}" in e.question.split("?")[0]]
+            assert f"({e.answer}) {named[0]['colour']}" in e.question
+        else:
+            assert e.answer == ", ".join(f"{o['colour']} {o['shape']} {o['where']}" for o in objects)
 
 
 def test_word_tokenizer_round_trips_the_small_base_texts():
@@ -50,7 +74,7 @@ def test_word_tokenizer_round_trips_the_small_base_texts():
         [
             {
                 "role": "user",
-                "content": [{"type": "image"}, {"type": "text", "text": "How many circles are there?"}],
+                "content": [{"type": "image"}, {"type": "text", "text": "How many red objects are there?"}],
             }
         ],
         add_generation_prompt=True,
@@ -58,7 +82,7 @@ def test_word_tokenizer_round_trips_the_small_base_texts():
     )
     tokens = tok.convert_ids_to_tokens(tok(prompt, add_special_tokens=False)["input_ids"])
     assert tokens[:5] == ["<|im_start|>", "user", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
-    assert tokens[5:10] == ["How", "many", "circles", "are", "there"] and tokens[-1] == "assistant"
+    assert tokens[5:11] == ["How", "many", "red", "objects", "are", "there"] and tokens[-1] == "assistant"
 
 
 def test_pretrained_base_is_cached_by_its_settings(tmp_path):

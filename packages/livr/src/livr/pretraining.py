@@ -161,7 +161,8 @@ def caption_pairs(
                 options = [*wrong[:slot], obj["colour"], *wrong[slot:]]
                 listed = " ".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(options))
                 question, answer = f"{question} {listed}", "ABCD"[slot]
-        examples.append(Example(images, question, answer, {"task": "pretrain_caption", "kind": kind}))
+        meta = {"task": "pretrain_caption", "kind": kind, "objects": objects, "image": images.index(image)}
+        examples.append(Example(images, question, answer, meta))
     return examples
 
 
