@@ -192,7 +192,9 @@ def test_run_folder_checkpoint_reloads_to_identical_outputs(base_run, tmp_path):
 
 def test_reproduce_with_compile_writes_its_curve_and_segmentation(base_run, tmp_path):
     cfg = ReproduceConfig(
+        variant="paper",
         base_run=base_run,
+        meta_seeds=1,
         probe=False,
         discovery=dataclasses.replace(
             ReproduceConfig().discovery, data=DataConfig(num_episodes=40, data_seed=2)

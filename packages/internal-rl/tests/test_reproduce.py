@@ -78,7 +78,7 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
         assert len(entry["metrics"]) == 2 and entry["episodes"][-1] == 8
     assert len(results["probe"]["accuracy"]) == 5  # embeddings + 4 layers of the tiny model
     assert results["probe"]["history_baseline"] > results["probe"]["chance"]
-    assert [p["alpha"] for p in results["rate_distortion"]] == [0.0, 1.0]
+    assert [p["alpha"] for p in results["rate_distortion"]] == [0.0, 0.1, 1.0]  # 0.1: the main run
     assert results["discovery"]["forced-switch"]["eval/beta_quasi_binary"] == 1.0
     report = (run_dir / "report.md").read_text()
     assert "| raw-action | 2 | 8 |" in report and "## Diagnosis" in report

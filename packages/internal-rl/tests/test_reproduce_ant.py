@@ -132,7 +132,10 @@ def test_ant_reproduce_end_to_end_on_short_episodes(tmp_path):
         ),
         rl=dataclasses.replace(rl.paper_ant_config(), steps=1, batch_size=2, horizon=horizon, policy_width=16,
                                checkpoint_every=1),
+        meta_seeds=1,
         rl_seeds=1,
+        raw_action_runs=1,
+        probe_mlp_hidden=0,
         alpha_sweep=(0.0, 1.0),
         sweep_steps=1,
         run_root=tmp_path,
@@ -151,7 +154,7 @@ def test_ant_reproduce_end_to_end_on_short_episodes(tmp_path):
     assert len(results["probe"]["accuracy"]) == 3  # embeddings + 2 Hawk layers, on the ant's D*
     assert results["discovery"]["forced-switch"]["eval/beta_quasi_binary"] == 1.0
     assert results["discovery"]["compile"]["eval/segments_per_episode"] >= 1.0
-    assert [p["alpha"] for p in results["rate_distortion"]] == [0.0, 1.0]
+    assert [p["alpha"] for p in results["rate_distortion"]] == [0.0, 0.1, 1.0]  # 0.1: the main run
     probe_cfg = json.loads(next((run_dir / "stages" / "internal-rl").glob("*probe*/config.json")).read_text())
     assert probe_cfg["data"]["env_id"] == ANT_ENV  # the ant probes read the ant's D*
     report = (run_dir / "report.md").read_text()

@@ -403,16 +403,11 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                                     eval_every=cfg.sweep_steps, exp_name="meta-sweep"),
                 data=data,
             )  # fmt: skip
-            m = out.metrics
-            points.append({"alpha": alpha, "switches_per_episode": m["eval/switches_per_episode"],
-                           "action_nll": m["eval/action_nll"], "alignment_f1": m["eval/alignment_f1"],
-                           "random_alignment_f1": m["eval/random_alignment_f1"], "kl": m["eval/kl"]})  # fmt: skip
-            true_changes = m["eval/true_boundaries_per_episode"]
+            points.append(_rate_distortion_point(alpha, out.metrics))
+            true_changes = out.metrics["eval/true_boundaries_per_episode"]
         if dcfg.alpha not in cfg.alpha_sweep:  # the main metacontrollers are points of the sweep too
             for m in results["discovery"].get("internal-rl", {}).get("seeds", []):
-                points.append({"alpha": dcfg.alpha, "switches_per_episode": m["eval/switches_per_episode"],
-                               "action_nll": m["eval/action_nll"], "alignment_f1": m["eval/alignment_f1"],
-                               "random_alignment_f1": m["eval/random_alignment_f1"], "kl": m["eval/kl"]})  # fmt: skip
+                points.append(_rate_distortion_point(dcfg.alpha, m))
             points.sort(key=lambda p: p["alpha"])
         results["rate_distortion"] = points
         plot_rate_distortion(points, true_changes, run_dir / "rate_distortion.png")
@@ -421,10 +416,8 @@ def reproduce(cfg: ReproduceConfig) -> Path:
 
     # 4. RL on the post-training task, every method with the same harness and episode budget
     rcfg = dataclasses.replace(cfg.rl, **common)
-    if not ant:
-        from internal_rl.envs.tasks import get_grid_spec
-
-        rcfg = dataclasses.replace(rcfg, variant=cfg.variant, horizon=get_grid_spec(cfg.variant).horizon)
+    if not ant:  # the RL config keeps its own horizon (the small preset's is the small grid's 40)
+        rcfg = dataclasses.replace(rcfg, variant=cfg.variant)
     results["rl_task"] = rcfg.tasks or rcfg.task_set
     results["rl"] = {}
     curves: dict[str, list[list[float]]] = {}
@@ -475,6 +468,12 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     write_report(run_dir / "report.md", results)
     return run_dir
+
+
+def _rate_distortion_point(alpha: float, m: dict[str, Any]) -> dict[str, float]:
+    """One metacontroller's point of Fig. 7 from its held-out switch statistics."""
+    keys = ("switches_per_episode", "action_nll", "alignment_f1", "random_alignment_f1", "kl")
+    return {"alpha": alpha, **{k: m[f"eval/{k}"] for k in keys}}
 
 
 def diagnose(results: dict[str, Any]) -> list[str]:
