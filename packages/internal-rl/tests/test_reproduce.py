@@ -24,7 +24,7 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     results = {
         "command": "internal-rl reproduce", "seconds": 10.0, "load_start": "1", "load_end": "2",
         "base_run": "x", "base": {"eval/action_accuracy": 0.55},
-        "probe": {"accuracy": [0.25, 0.26], "chance": 0.27, "history_baseline": 0.7},
+        "probe": {"accuracy": [0.25, 0.26], "chance": 0.27, "history_baseline": 0.7, "mlp_accuracy": [0.3, 0.5]},
         "discovery": {"internal-rl": meta, "compile": compile_entry}, "rl_task": "posttrain", "rl": {"internal-rl": rl_entry},
     }  # fmt: skip
     results["diagnosis"] = diagnose(results)
@@ -37,6 +37,8 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     assert "| compile | 0.1 |" not in report  # CompILE has no gate: not a row of the metacontroller table
     assert "switches every 10 primitive steps" in text
     assert "last colour entered decodes the subgoal at 0.700" in text
+    assert "probe reads the subgoal at 0.500 (layer 1)" in text and "not linearly" in text
+    assert "| one-hidden-layer probe (diagnostic) | 0.300 | 0.500 | | |" in report
     plot_success_curves({"a": [[0.0, 0.5], [0.1, 0.3]]}, [4, 8], tmp_path / "s.png", "t")
     plot_beta(torch.rand(10), torch.zeros(10, dtype=torch.bool), 10, tmp_path / "b.png", "t")
     assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000

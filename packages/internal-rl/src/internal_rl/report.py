@@ -160,8 +160,11 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             + " | ".join(f"{a:.3f}" for a in p["accuracy"])
             + f" | {p['chance']:.3f} | "
             + (f"{p['history_baseline']:.3f} |" if p.get("history_baseline") is not None else "- |"),
-            "",
         ]
+        if p.get("mlp_accuracy"):  # the non-linear diagnostic (ProbeConfig.mlp_hidden)
+            row = " | ".join(f"{a:.3f}" for a in p["mlp_accuracy"])
+            lines.append(f"| one-hidden-layer probe (diagnostic) | {row} | | |")
+        lines.append("")
     lines += [
         "## Metacontrollers (discovery on clean expert data, held-out episodes)",
         "",

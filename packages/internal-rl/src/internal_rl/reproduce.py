@@ -482,9 +482,7 @@ def diagnose(results: dict[str, Any]) -> list[str]:
     base = results["base"]
     acc = base.get("eval/action_accuracy")
     if acc is not None:
-        out.append(
-            f"- Base model held-out action accuracy {acc:.3f} (chance 0.25; the expert breaks ties at random)."
-        )
+        out.append(f"- Base model held-out action accuracy {acc:.3f} (chance 0.25).")
     if "eval/rollout_colours_sampled" in base:
         ratio = base["eval/rollout_colours_sampled"] / max(base["eval/imitator_colours"], 1e-9)
         out.append(
@@ -506,6 +504,12 @@ def diagnose(results: dict[str, Any]) -> list[str]:
         out.append(f"- Best subgoal-probe accuracy {best:.3f} vs chance {p['chance']:.3f}: {verdict} chance, "
                    + ("the base model holds a linearly decodable subgoal belief." if verdict == "above"
                       else "the base model shows no linearly decodable subgoal belief (not compositional yet)."))  # fmt: skip
+        if p.get("mlp_accuracy"):
+            layer = max(range(len(p["mlp_accuracy"])), key=p["mlp_accuracy"].__getitem__)
+            out.append(f"- A one-hidden-layer probe reads the subgoal at {p['mlp_accuracy'][layer]:.3f} (layer {layer}) "
+                       f"against the linear probes' {best:.3f}: "
+                       + ("the subgoal is in the residual stream, but not linearly."
+                          if p["mlp_accuracy"][layer] > p["chance"] + 0.05 else "not there either."))  # fmt: skip
         if p.get("history_baseline") is not None:
             out.append(f"- A lookup table from the last colour entered decodes the subgoal at {p['history_baseline']:.3f}: "
                        "what a model that tracked its progress through the task could offer a probe.")  # fmt: skip
