@@ -16,7 +16,7 @@
 #
 # Time: the whole script ends within TOTAL_SECONDS (default 720 = 12 min) of its start, or two minutes before
 # DEADLINE (epoch seconds) when that is sooner. Each stage has its own cap (seconds; override by environment):
-# ENV_S=30, GPU_TESTS_S=180, BENCH_KERNELS_S=240, BENCH_GRID_S=60, and never runs past the end; the pretraining
+# ENV_S=30, GPU_TESTS_S=180, BENCH_KERNELS_S=240, BENCH_GRID_S=60, BENCH_PRETRAIN_S=90, and never runs past the end; the pretraining
 # gets what is left (its training time is PRETRAIN_MINUTES at most, default 4, less ~150 s for data generation,
 # evaluation and rollouts). The kernel benchmark saves after every sequence length, so a capped run still
 # leaves its rows (marked partial). PY is the interpreter command (default: the workspace's
@@ -65,13 +65,15 @@ stage gpu-tests "${GPU_TESTS_S:-180}" $PY -m pytest -o addopts= --import-mode=im
 stage bench-kernels "${BENCH_KERNELS_S:-240}" $PY tools/bench.py --out "$OUT"
 # shellcheck disable=SC2086
 stage bench-grid "${BENCH_GRID_S:-60}" $PY tools/bench_internal_rl.py --device cuda --out "$OUT"
+# shellcheck disable=SC2086
+stage bench-pretrain "${BENCH_PRETRAIN_S:-90}" $PY tools/bench_internal_rl_pretrain.py --device cuda --out "$OUT"
 
 # the pretraining: whatever is left, ~150 s of it for data generation, the final evaluation and rollouts
 LEFT=$((END - $(date +%s)))
 PRETRAIN_MINUTES=$(python3 -c "print(round(max(0.5, min($PRETRAIN_MINUTES, ($LEFT - 150) / 60)), 2))")
 # shellcheck disable=SC2086
 stage pretrain "$LEFT" $PY -m internal_rl.cli pretrain paper-grid \
-    --max-minutes "$PRETRAIN_MINUTES" --eval-every 250 --log-every 50 --run-root "$OUT/runs" ${PRETRAIN_ARGS:-}
+    --max-minutes "$PRETRAIN_MINUTES" --eval-every 250 --log-every 50 --run-root "$OUT/runs" --compile ${PRETRAIN_ARGS:-}
 
 # every checkpoint's weights and state (no optimizer state: 3x smaller), for `load_backbone`
 run=$(ls -d "$OUT"/runs/internal-rl/*/ 2>/dev/null | tail -n 1)

@@ -156,9 +156,33 @@ def test_cuda_pretraining_holds_the_data_on_the_gpu_and_matches_the_cpu_loss(tmp
     moved = data.to("cuda")
     assert moved.observations.is_cuda and moved.lengths.is_cuda and not data.observations.is_cuda
     cpu = pretrain(quick_config(tmp_path / "cpu", steps=1, tf32=False), data=data)
-    gpu = pretrain(quick_config(tmp_path / "gpu", steps=1, device="cuda", tf32=False), data=data)
+    gpu = pretrain(quick_config(tmp_path / "gpu", steps=1, device="cuda", tf32=False, bf16=False), data=data)
     # same seed, same batches: one step apart only by float rounding between devices
     assert gpu.metrics["eval/total"] == pytest.approx(cpu.metrics["eval/total"], rel=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_fused_compiled_pretraining_tracks_the_float32_run(tmp_path):
+    data = random_trajectories()
+    exact = pretrain(quick_config(tmp_path / "fp32", steps=3, device="cuda", tf32=False, bf16=False,
+                                  fused_adamw=False), data=data)  # fmt: skip
+    fast = pretrain(quick_config(tmp_path / "fast", steps=3, device="cuda", compile=True), data=data)
+    assert fast.metrics["eval/total"] == pytest.approx(exact.metrics["eval/total"], rel=2e-2)
+
+
+def test_cuda_speed_options_leave_cpu_runs_bit_for_bit(tmp_path):
+    data = random_trajectories()
+    plain = pretrain(
+        quick_config(tmp_path / "a", steps=2, bf16=False, compile=False, fused_adamw=False), data=data
+    )
+    options = pretrain(
+        quick_config(tmp_path / "b", steps=2, bf16=True, compile=True, fused_adamw=True), data=data
+    )
+    assert options.metrics["eval/total"] == plain.metrics["eval/total"]
+    assert all(
+        torch.equal(a, b) for a, b in zip(plain.model.parameters(), options.model.parameters(), strict=True)
+    )
 
 
 def test_length_buckets_cut_padding_and_are_reproducible():

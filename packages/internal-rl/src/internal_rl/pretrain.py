@@ -96,6 +96,13 @@ class PretrainConfig:
     for fixed-time runs such as a lent GPU; ``steps`` in results.json records how far it got."""
     tf32: bool = True
     """On CUDA, run float32 matmuls as TF32 (the loss needs no more precision; ~2x faster on Hopper)."""
+    bf16: bool = True
+    """On CUDA, run the forward pass and the losses under bf16 autocast (parameters, gradients and the
+    optimiser stay float32). Ignored on the CPU, whose runs stay bit for bit what they were."""
+    compile: bool = False
+    """On CUDA, train through ``torch.compile(model)`` (checkpoints hold the uncompiled module's weights)."""
+    fused_adamw: bool = True
+    """On CUDA, AdamW's fused kernel (one launch for all parameters instead of a loop over them)."""
     rollout_episodes: int = 256
     """Grid only: fresh layouts the final model plays itself (``eval/rollout_success``); 0 skips."""
     keep_checkpoints: int | None = None
@@ -453,13 +460,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: Any, *, fused: bool = False) -> torch.optim.AdamW:
     """AdamW over the trainable parameters with weight decay on matrices only (nanoGPT's split);
-    ``cfg`` is any config with ``lr``, ``betas`` and ``weight_decay`` (pretraining, discovery, CompILE)."""
+    ``cfg`` is any config with ``lr``, ``betas`` and ``weight_decay`` (pretraining, discovery, CompILE);
+    ``fused`` selects the fused CUDA kernel (parameters on a GPU only)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **({"fused": True} if fused else {}))
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -507,7 +515,10 @@ def pretrain(cfg: PretrainConfig, data: Any = None) -> PretrainResult:
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     model_cfg = model_config_for(data, cfg.model)
     model = Backbone(model_cfg).to(device)
-    optimizer = make_optimizer(model, cfg)
+    cuda = device.type == "cuda"
+    optimizer = make_optimizer(model, cfg, fused=cuda and cfg.fused_adamw)
+    # the compiled module only runs the steps; checkpoints, evaluation and rollouts use ``model``
+    train_model = torch.compile(model) if cuda and cfg.compile else model
 
     start = 0
     if cfg.resume is not None:
@@ -542,7 +553,8 @@ def pretrain(cfg: PretrainConfig, data: Any = None) -> PretrainResult:
             idx = batch_indices(train_lengths, step, cfg.batch_size, cfg.length_buckets, cfg.seed)
             part = train[idx]
             batch = Batch.from_trajectories(part.observations, part.actions, part.lengths, device)
-            losses = sequence_losses(model, batch, cfg.obs_loss_coef)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16):
+                losses = sequence_losses(train_model, batch, cfg.obs_loss_coef)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             if cfg.grad_clip > 0:
