@@ -250,6 +250,17 @@ def test_attention_shape_errors():
         bottleneck_attention(q, k, v, roles.to("meta"), 1)
 
 
+def assert_outputs_and_grads_close(out, ref, inputs, ref_inputs, dtype) -> None:
+    """``out`` against ``ref``, then the gradients of one random projection of each (GPU tolerances)."""
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    w = torch.randn_like(ref)
+    (ref * w).sum().backward()
+    (out * w).sum().backward()
+    for a, b in zip(ref_inputs, inputs, strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=tol * 10, rtol=tol * 10)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -259,13 +270,7 @@ def test_flex_matches_reference_on_gpu_with_grads(dtype):
     ref = bottleneck_attention(q, k, v, roles, 1, backend="reference")
     q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
     out = bottleneck_attention(q2, k2, v2, roles, 1, backend="flex")
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
-    w = torch.randn_like(ref)
-    (ref * w).sum().backward()
-    (out * w).sum().backward()
-    for a, b in ((q, q2), (k, k2), (v, v2)):
-        torch.testing.assert_close(b.grad, a.grad, atol=tol * 10, rtol=tol * 10)
+    assert_outputs_and_grads_close(out, ref, (q2, k2, v2), (q, k, v), dtype)
 
 
 def test_no_latents_ablation_is_an_explicit_opt_in():
@@ -434,13 +439,7 @@ def test_split_matches_reference_on_gpu_with_grads(dtype, hkv):
     ):
         out = bottleneck_attention(q2, k2, v2, roles, 1, backend="split")
     assert bottleneck_attention(q2.detach(), k2.detach(), v2.detach(), roles, 1).shape == ref.shape  # auto
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
-    w = torch.randn_like(ref)
-    (ref * w).sum().backward()
-    (out * w).sum().backward()
-    for a, b in ((q, q2), (k, k2), (v, v2)):
-        torch.testing.assert_close(b.grad, a.grad, atol=tol * 10, rtol=tol * 10)
+    assert_outputs_and_grads_close(out, ref, (q2, k2, v2), (q, k, v), dtype)
 
 
 def test_split_matches_the_rule_on_random_role_sequences():
