@@ -15,6 +15,7 @@ from internal_rl import pretrain as _pretrain
 from internal_rl import probe as _probe
 from internal_rl import reproduce as _reproduce
 from internal_rl import rl as _rl
+from internal_rl import supervised as _supervised
 from internal_rl.ant_expert import AntExpertConfig
 from internal_rl.ant_expert import train_ant_expert as _train_ant_expert
 from internal_rl.generate_data import GenerateDataConfig
@@ -44,6 +45,7 @@ ProbePreset = _presets(_probe.PRESETS)
 DiscoveryPreset = _presets(_discovery.PRESETS)
 CompilePreset = _presets(_compile_rl.PRESETS)
 RLPreset = _presets(_rl.PRESETS)
+SupervisedPreset = _presets(_supervised.PRESETS)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
@@ -82,6 +84,13 @@ def eval_ant_controller(task_set: str = "pretrain", episodes: int = 20, seed: in
     from internal_rl.ant_controller import evaluate_controller
 
     print(evaluate_controller(task_set, episodes=episodes, seed=seed))
+
+
+@tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
+def supervised(config: Annotated[SupervisedPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
+    """Label-driven controllers (paper C.3): one controller per true subgoal, then closed-loop success (preset small or paper; set --base-run)."""
+    result = _supervised.train_supervised(config)
+    _print_run(result)
 
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
@@ -158,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         "eval-ant-controller": eval_ant_controller,
         "pretrain": pretrain,
         "probe": probe,
+        "supervised": supervised,
         "metacontroller": metacontroller,
         "compile": compile,
         "rl": rl,
