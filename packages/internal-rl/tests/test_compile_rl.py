@@ -196,6 +196,7 @@ def test_reproduce_with_compile_writes_its_curve_and_segmentation(base_run, tmp_
         base_run=base_run,
         meta_seeds=1,
         probe=False,
+        supervised=None,
         discovery=dataclasses.replace(
             ReproduceConfig().discovery, data=DataConfig(num_episodes=40, data_seed=2)
         ),

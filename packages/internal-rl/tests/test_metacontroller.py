@@ -192,3 +192,19 @@ def test_cotraining_updates_the_base_model(tmp_path):
     before = base.obs_embed.weight.clone()
     result = train_metacontroller(cfg, data=data, base=base)
     assert not torch.equal(result.model.base.obs_embed.weight, before)
+
+
+def test_code_decodability_reads_what_the_codes_carry():
+    from internal_rl.discovery import code_decodability
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (40, 12), generator=gen)
+    labels[:, 10:] = -1  # padding is ignored
+    carried = torch.nn.functional.one_hot(labels.clamp(min=0), 8).float() + 0.1 * torch.randn(
+        40, 12, 8, generator=gen
+    )
+    accuracy, majority = code_decodability(carried, labels)
+    assert accuracy == 1.0 and 0.15 < majority < 0.4
+    noise = torch.randn(40, 12, 8, generator=gen)
+    accuracy, majority = code_decodability(noise, labels)
+    assert accuracy < majority + 0.15

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from internal_rl import compile_rl, discovery, pretrain, rl
+from internal_rl import compile_rl, discovery, pretrain, rl, supervised
 from internal_rl.pretrain import DataConfig
 from internal_rl.report import plot_beta, plot_success_curves, write_report
 from internal_rl.reproduce import ReproduceConfig, diagnose, reproduce
@@ -15,7 +15,8 @@ from internal_rl.reproduce import ReproduceConfig, diagnose, reproduce
 def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     meta = {"eval/action_nll": 0.95, "eval/kl": 0.001, "eval/switches_per_episode": 0.01,
             "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.0, "eval/random_alignment_f1": 0.0,
-            "eval/beta_quasi_binary": 0.6, "alpha": 0.1}  # fmt: skip
+            "eval/beta_quasi_binary": 0.6, "alpha": 0.1, "eval/code_subgoal_accuracy": 0.26,
+            "eval/code_subgoal_majority": 0.25, "eval/code_action_accuracy": 0.45, "eval/code_action_majority": 0.25}  # fmt: skip
     compile_entry = {"eval/action_nll": 1.1, "eval/kl_z": 0.02, "eval/segments_per_episode": 3.5,
                      "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.25,
                      "eval/random_alignment_f1": 0.2, "alpha_z": 0.1, "alpha_b": 0.3, "rl_switch_every": 10}  # fmt: skip
@@ -26,6 +27,9 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
         "base_run": "x", "base": {"eval/action_accuracy": 0.55},
         "probe": {"accuracy": [0.25, 0.26], "chance": 0.27, "history_baseline": 0.7, "mlp_accuracy": [0.3, 0.5]},
         "discovery": {"internal-rl": meta, "compile": compile_entry}, "rl_task": "posttrain", "rl": {"internal-rl": rl_entry},
+        "supervised": {"held_out_nll_controlled": 0.3, "held_out_nll_base": 0.4,
+                       **{f"{t}/{lab}_{k}": v for t in ("pretrain", "posttrain") for lab, v in
+                          (("true", 0.5), ("wrong", 0.1), ("none", 0.2)) for k in ("success", "colours")}},
     }  # fmt: skip
     results["diagnosis"] = diagnose(results)
     text = " ".join(results["diagnosis"])
@@ -36,6 +40,10 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     assert "| 0.1 | 0.3 | 1.100 | 0.020 | 3.50 | 2.00 | 0.250 | 0.200 | 10 |" in report
     assert "| compile | 0.1 |" not in report  # CompILE has no gate: not a row of the metacontroller table
     assert "switches every 10 primitive steps" in text
+    assert "re-encode primitive moves rather than subgoals" in text
+    assert "reach 0.500 success and 0.500 colours on the post-training task" in text
+    assert "| posttrain | 0.500 | 0.500 | 0.100 | 0.100 | 0.200 | 0.200 |" in report
+    assert "| internal-rl | 0.260 | 0.250 | 0.450 | 0.250 |" in report
     assert "last colour entered decodes the subgoal at 0.700" in text
     assert "probe reads the subgoal at 0.500 (layer 1)" in text and "not linearly" in text
     assert "| one-hidden-layer probe (diagnostic) | 0.300 | 0.500 | | |" in report
@@ -57,6 +65,7 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
         meta_seeds=1,
         probe_steps=5,
         probe_episodes=30,
+        supervised=dataclasses.replace(supervised.small_config(), steps=2, batch_size=4, rollout_episodes=8),
         discovery=dataclasses.replace(
             discovery.tiny_config(), data=DataConfig(num_episodes=60, data_seed=2), steps=3, batch_size=4,
             eval_every=3, checkpoint_every=3, eval_episodes=10,
@@ -79,6 +88,9 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     for entry in results["rl"].values():
         assert len(entry["metrics"]) == 2 and entry["episodes"][-1] == 8
     assert len(results["probe"]["accuracy"]) == 5  # embeddings + 4 layers of the tiny model
+    assert (
+        results["supervised"]["held_out_nll_base"] > 0 and "posttrain/true_colours" in results["supervised"]
+    )
     assert results["probe"]["history_baseline"] > results["probe"]["chance"]
     assert [p["alpha"] for p in results["rate_distortion"]] == [0.0, 0.1, 1.0]  # 0.1: the main run
     assert results["discovery"]["forced-switch"]["eval/beta_quasi_binary"] == 1.0

@@ -244,6 +244,30 @@ def random_switches(
     return out
 
 
+def code_decodability(z: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """How well codes z (E, T, n_z) tell ``labels`` (E, T; -1 = none): nearest class mean, fitted on the
+    first half of the episodes and scored on the second, against the majority label of the first half.
+
+    Read with two labels it says what the codes stand for: the true subgoal (the paper's claim) or the
+    current action (a code that only re-encodes primitive moves).
+    """
+    half = labels.shape[0] // 2
+    fit, test = labels[:half] >= 0, labels[half:] >= 0
+    classes = int(labels.max()) + 1
+    if half == 0 or classes < 2 or not test.any():
+        return float("nan"), float("nan")
+    zf, yf = z[:half][fit], labels[:half][fit]
+    counts = torch.bincount(yf, minlength=classes)
+    means = (
+        torch.zeros(classes, z.shape[-1], dtype=z.dtype).index_add_(0, yf, zf) / counts.clamp(min=1)[:, None]
+    )
+    zt, yt = z[half:][test], labels[half:][test]
+    distance = torch.cdist(zt, means).masked_fill(counts[None] == 0, float("inf"))  # unseen: never predicted
+    accuracy = float((distance.argmin(1) == yt).float().mean())
+    majority = float((yt == counts.argmax()).float().mean())
+    return accuracy, majority
+
+
 @torch.no_grad()
 def switch_statistics(
     model: ControlledModel,
@@ -270,12 +294,22 @@ def switch_statistics(
     later = mask.clone()
     later[:, 0] = False
     quasi_binary = float((((beta < 0.1) | (beta > 0.9)) & later).sum()) / max(int(later.sum()), 1)
+    steps = data.subgoals.shape[1]
+    z = out.z[:, :steps].cpu()
+    code_subgoal, subgoal_majority = code_decodability(z, data.subgoals)
+    code_action = action_majority = float("nan")
+    if data.actions.ndim == 2:  # discrete actions (grid)
+        code_action, action_majority = code_decodability(z, data.actions)
     return {
         "switches_per_episode": float(switches.sum()) / len(data),
         "true_boundaries_per_episode": float(truth.sum()) / len(data),
         "alignment_f1": alignment_f1(switches, truth, tolerance),
         "random_alignment_f1": alignment_f1(rand, truth, tolerance),
         "beta_quasi_binary": quasi_binary,
+        "code_subgoal_accuracy": code_subgoal,
+        "code_subgoal_majority": subgoal_majority,
+        "code_action_accuracy": code_action,
+        "code_action_majority": action_majority,
         "action_nll": float(action_nll(pred, batch.actions, batch.mask)),
         "kl": float(masked_mean(out.kl, batch.mask)),
         "beta": beta,

@@ -165,6 +165,26 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             row = " | ".join(f"{a:.3f}" for a in p["mlp_accuracy"])
             lines.append(f"| one-hidden-layer probe (diagnostic) | {row} | | |")
         lines.append("")
+    sup = results.get("supervised")
+    if sup:
+        lines += [
+            "## Label-driven controllers (Fig. 4, C.3)",
+            "",
+            "One linear controller per subgoal at layer L/2, trained on the clean data with the true labels "
+            f"(held-out action NLL {sup['held_out_nll_controlled']:.3f} controlled vs {sup['held_out_nll_base']:.3f} "
+            "for the base model), then played in closed loop with the true current subgoal, a wrong one, or none:",
+            "",
+            "| tasks | true subgoal: success | colours | wrong subgoal: success | colours | "
+            "no control: success | colours |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for tasks in ("pretrain", "posttrain"):
+            cells = " | ".join(
+                f"{sup[f'{tasks}/{lab}_success']:.3f} | {sup[f'{tasks}/{lab}_colours']:.3f}"
+                for lab in ("true", "wrong", "none")
+            )
+            lines.append(f"| {tasks} | {cells} |")
+        lines.append("")
     lines += [
         "## Metacontrollers (discovery on clean expert data, held-out episodes)",
         "",
@@ -180,6 +200,21 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             f"{m['eval/switches_per_episode']:.2f} | {m['eval/true_boundaries_per_episode']:.2f} | "
             f"{m['eval/alignment_f1']:.3f} | {m['eval/random_alignment_f1']:.3f} | {m['eval/beta_quasi_binary']:.3f} |"
         )
+    coded = {k: m for k, m in results["discovery"].items() if "eval/code_subgoal_accuracy" in m}
+    if coded:
+        lines += [
+            "",
+            "What the codes z_t stand for: a nearest-class-mean read-out fitted on half the held-out episodes and "
+            "scored on the other half, against the majority label.",
+            "",
+            "| method | code -> subgoal | majority | code -> current action | majority |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, m in coded.items():
+            lines.append(
+                f"| {name} | {m['eval/code_subgoal_accuracy']:.3f} | {m['eval/code_subgoal_majority']:.3f} | "
+                f"{m['eval/code_action_accuracy']:.3f} | {m['eval/code_action_majority']:.3f} |"
+            )
     seeded = {k: m for k, m in results["discovery"].items() if len(m.get("seeds", [])) > 1}
     if seeded:
         lines += [

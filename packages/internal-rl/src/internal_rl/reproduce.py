@@ -34,6 +34,7 @@ from internal_rl import discovery as _discovery
 from internal_rl import pretrain as _pretrain
 from internal_rl import probe as _probe
 from internal_rl import rl as _rl
+from internal_rl import supervised as _supervised
 from internal_rl.baselines import train_raw_action_rl
 from internal_rl.report import plot_beta, plot_probe, plot_rate_distortion, plot_success_curves, write_report
 from latentforge.configs import config_to_dict
@@ -61,6 +62,9 @@ class ReproduceConfig:
     probe_episodes: int = 2000
     probe_mlp_hidden: int = 256
     """Width of the non-linear diagnostic probe fitted beside the linear ones (0: none)."""
+    supervised: _supervised.SupervisedConfig | None = field(default_factory=_supervised.small_config)
+    """Label-driven controllers (C.3, Fig. 4) on D*: can the base model be steered by the true subgoal at
+    all (grid only; None skips). Its data, variant and horizon follow the discovery data and RL config."""
     discovery: _discovery.DiscoveryConfig = field(default_factory=_discovery.small_config)
     meta_seeds: int = 3
     """Metacontroller (and CompILE) seeds per base model (the paper: 3)."""
@@ -109,6 +113,7 @@ def paper_config() -> ReproduceConfig:
         probe_steps=8000,
         probe_episodes=10_000,
         probe_mlp_hidden=0,
+        supervised=_supervised.paper_config(),
         discovery=_discovery.paper_grid_config(),
         meta_seeds=3,
         compile=_compile_rl.paper_grid_config(),
@@ -136,6 +141,7 @@ def tiny_config() -> ReproduceConfig:
         probe_steps=500,
         probe_episodes=300,
         probe_mlp_hidden=0,
+        supervised=None,
         discovery=dataclasses.replace(_discovery.tiny_config(), steps=300, eval_every=100),
         meta_seeds=1,
         compile=dataclasses.replace(
@@ -339,6 +345,21 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         start = time.perf_counter()
         data = load_env_data(cfg, dataclasses.replace(dcfg.data, epsilon=0.0))
         timed("discovery_data", start)
+    # label-driven controllers: the steering ceiling every later stage works under
+    if cfg.supervised is not None and not ant:
+        start = time.perf_counter()
+        scfg = dataclasses.replace(
+            cfg.supervised,
+            base_run=base_runs[0],
+            data=dcfg.data,
+            horizon=cfg.rl.horizon,
+            seed=cfg.seed,
+            **common,
+        )
+        sup = _supervised.train_supervised(scfg, data=data)
+        results["supervised"] = {**sup.metrics, "run": str(sup.run_dir)}
+        timed("supervised", start)
+
     variants = {
         "internal-rl": dcfg,
         "forced-switch": dataclasses.replace(dcfg, meta=dataclasses.replace(dcfg.meta, forced_switch=True)),
@@ -526,6 +547,27 @@ def diagnose(results: dict[str, Any]) -> list[str]:
                    f"F1 {d['eval/alignment_f1']:.3f} vs {d['eval/random_alignment_f1']:.3f} for random switches; "
                    f"KL {d['eval/kl']:.3f} nats per step" + (" (KL collapse: the codes carry almost nothing)"
                                                               if d["eval/kl"] < 0.05 else "") + ".")  # fmt: skip
+    if d and "eval/code_subgoal_accuracy" in d:
+        gain_sub = d["eval/code_subgoal_accuracy"] - d["eval/code_subgoal_majority"]
+        gain_act = d["eval/code_action_accuracy"] - d["eval/code_action_majority"]
+        out.append(
+            f"- Its codes tell the subgoal at {d['eval/code_subgoal_accuracy']:.3f} (majority "
+            f"{d['eval/code_subgoal_majority']:.3f}) and the current action at {d['eval/code_action_accuracy']:.3f} "
+            f"(majority {d['eval/code_action_majority']:.3f}): "
+            + ("they stand for subgoals." if gain_sub > 0.1 and gain_sub >= gain_act
+               else "they re-encode primitive moves rather than subgoals, so internal RL over them searches "
+               "nearly the raw action space." if gain_act > gain_sub + 0.05
+               else "they stand for neither clearly.")
+        )  # fmt: skip
+    sup = results.get("supervised")
+    if sup:
+        out.append(
+            f"- Label-driven controllers (the true subgoal injected at L/2) reach "
+            f"{sup['posttrain/true_success']:.3f} success and {sup['posttrain/true_colours']:.3f} colours on the "
+            f"post-training task, against {sup['posttrain/none_success']:.3f} / {sup['posttrain/none_colours']:.3f} "
+            f"uncontrolled and {sup['posttrain/wrong_success']:.3f} / {sup['posttrain/wrong_colours']:.3f} with a "
+            "wrong subgoal: the ceiling of any policy over subgoal codes on this base model."
+        )
     c = results["discovery"].get("compile")
     if c:
         out.append(
