@@ -208,3 +208,34 @@ def test_code_decodability_reads_what_the_codes_carry():
     noise = torch.randn(40, 12, 8, generator=gen)
     accuracy, majority = code_decodability(noise, labels)
     assert accuracy < majority + 0.15
+
+
+def test_fixed_embedder_decays_stay_fixed_and_reload(tmp_path):
+    from internal_rl.discovery import load_metacontroller
+    from internal_rl.pretrain import pretrain
+    from internal_rl.pretrain import tiny_config as pretrain_tiny
+
+    meta_cfg = MetacontrollerConfig(embed_decay_logits=(1.0, 2.2), embed_decay_trainable=False)
+    fixed = Metacontroller(16, meta_cfg).embedder.layers[0].decay_logit
+    assert not fixed.requires_grad
+    assert float(fixed.min()) == pytest.approx(1.0) and float(fixed.max()) == pytest.approx(2.2)
+    assert Metacontroller(16, MetacontrollerConfig()).embedder.layers[0].decay_logit.requires_grad
+
+    data = generate_trajectories(GRID, "pretrain", num_episodes=40, seed=5, num_envs=40)
+    pcfg = dataclasses.replace(pretrain_tiny(), steps=2, batch_size=4, run_root=tmp_path, rollout_episodes=0)
+    base_run = pretrain(pcfg, data=data).run_dir
+    cfg, _ = _tiny_run(tmp_path, 10)
+    cfg = dataclasses.replace(cfg, meta=meta_cfg, base_run=base_run)
+    result = train_metacontroller(cfg, data=data)
+    trained = result.model.meta.embedder.layers[0].decay_logit
+    assert torch.equal(trained, torch.linspace(1.0, 2.2, trained.shape[1]).repeat(2, 1))
+    loaded = load_metacontroller(result.run_dir)
+    assert loaded.meta.config.embed_decay_logits == (1.0, 2.2)
+    assert not loaded.meta.config.embed_decay_trainable
+    batch = Batch.from_trajectories(data.observations[:4], data.actions[:4], data.lengths[:4], "cpu")
+    with torch.no_grad():
+        a = result.model.meta(
+            result.model.base.lower(batch.obs, result.model.layer), data.lengths[:4], sample=False
+        )
+        b = loaded.meta(loaded.base.lower(batch.obs, loaded.layer), data.lengths[:4], sample=False)
+    assert torch.equal(a.beta, b.beta) and torch.equal(a.z, b.z)

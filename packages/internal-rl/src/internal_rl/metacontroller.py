@@ -39,6 +39,14 @@ class MetacontrollerConfig:
     """Sequence-embedder width n_s."""
     embed_layers: int = 1
     """Layers of the bidirectional SSM embedder (the paper's L_emb is not stated)."""
+    embed_decay_logits: tuple[float, float] = (-2.0, 4.0)
+    """Range of the embedder's per-channel decay logits at init (decay a = sigmoid(logit), spread evenly
+    over the channels; the paper does not describe its SSM). The default spans a = 0.12 (about one step of
+    memory) to 0.98 (about 50 steps)."""
+    embed_decay_trainable: bool = True
+    """Whether the decays train. Fixed decays of (1.0, 2.2) (a = 0.73-0.90, 4-10 steps, about one leg of
+    the small grid) keep the encoder from reading the next move off the following step, which on short
+    legs is worth more per step than the subgoal (README, "the small grid")."""
     encoder_hidden: int = 64
     """Hidden size of the encoder MLP."""
     switch_hidden: int = 32
@@ -66,13 +74,21 @@ class BidirectionalSSM(nn.Module):
     never leaks into the embedding of real steps.
     """
 
-    def __init__(self, inp: int, width: int, layers: int):
+    def __init__(
+        self,
+        inp: int,
+        width: int,
+        layers: int,
+        decay_logits: tuple[float, float] = (-2.0, 4.0),
+        trainable_decay: bool = True,
+    ):
         super().__init__()
         self.inp = nn.Linear(inp, width)
         self.layers = nn.ModuleList()
         for _ in range(layers):
             layer = nn.Module()
-            layer.decay_logit = nn.Parameter(torch.linspace(-2.0, 4.0, width).repeat(2, 1))
+            decay = torch.linspace(*decay_logits, width).repeat(2, 1)
+            layer.decay_logit = nn.Parameter(decay, requires_grad=trainable_decay)
             layer.mix = nn.Linear(2 * width, width)
             self.layers.append(layer)
 
@@ -128,7 +144,9 @@ class Metacontroller(nn.Module):
         cfg = self.config = config or MetacontrollerConfig()
         self.d_model = d_model
         self.history = nn.GRU(d_model, cfg.history_dim, batch_first=True)
-        self.embedder = BidirectionalSSM(d_model, cfg.embed_dim, cfg.embed_layers)
+        self.embedder = BidirectionalSSM(
+            d_model, cfg.embed_dim, cfg.embed_layers, tuple(cfg.embed_decay_logits), cfg.embed_decay_trainable
+        )
         self.encoder = _mlp(d_model + cfg.history_dim + cfg.embed_dim, cfg.encoder_hidden, 2 * cfg.n_z)
         self.switch = _mlp(d_model + cfg.history_dim + cfg.n_z, cfg.switch_hidden, 1)
         out = d_model * d_model if cfg.rank == 0 else 2 * d_model * cfg.rank
