@@ -1,8 +1,7 @@
 """Slow: the small-grid reproduction that ``make train-internal-rl`` runs (about 25 minutes on 2 cores).
 
-Asserts the effects it reproduces (README, "The small grid"); the two it does not reach at this scale
-(linear probes above chance, internal RL above raw-action RL) are reported there with the evidence,
-not asserted here.
+Asserts the effects it reproduces (README, "The small grid"); the one it does not reach at this scale
+(internal RL above raw-action RL) is reported there with the evidence, not asserted here.
 """
 
 from __future__ import annotations
@@ -23,19 +22,26 @@ def test_small_reproduction_steers_and_aligns_switches(tmp_path):
     base = results["base"]
     # the base model, acting itself, enters colours in order nearly as often as a perfect imitator
     assert base["eval/rollout_colours_sampled"] > 0.75 * base["eval/imitator_colours"]
-    # the subgoal is in its residual stream (read by the diagnostic non-linear probe)
+    # Fig. 3: a linear probe reads the subgoal above the majority rate past the embeddings
     probe = results["probe"]
+    assert max(probe["accuracy"][1:]) > probe["chance"] + 0.08
     assert max(probe["mlp_accuracy"]) > probe["chance"] + 0.1
+    # Fig. 4: the true subgoal's controller steers the frozen model through the unseen post-training task
+    sup = results["supervised"]
+    assert sup["held_out_nll_controlled"] < sup["held_out_nll_base"] - 0.1
+    assert sup["posttrain/true_colours"] > sup["posttrain/wrong_colours"] + 1.0
+    assert sup["posttrain/true_success"] > sup["posttrain/none_success"] + 0.1
     # metacontroller switches fall on true subgoal changes far more often than as many random switches
     seeds = results["discovery"]["internal-rl"]["seeds"]
     gains = [m["eval/alignment_f1"] - m["eval/random_alignment_f1"] for m in seeds]
-    assert len(gains) == 3 and statistics.median(gains) > 0.1
+    assert len(gains) == 3 and statistics.median(gains) > 0.3
     # forcing a switch at every step aligns no better than chance (the control of that comparison)
     forced = results["discovery"]["forced-switch"]
     assert forced["eval/alignment_f1"] == pytest.approx(forced["eval/random_alignment_f1"], abs=0.02)
-    # at alpha 1 the codes collapse (no switching), at 0.1 they switch more than at the preset's 0.3
+    # Fig. 7: the switch count falls with alpha, from over-switching (0.03) through the preset (0.1) to
+    # near collapse (0.3)
     switches: dict[float, list[float]] = {}
     for point in results["rate_distortion"]:
         switches.setdefault(point["alpha"], []).append(point["switches_per_episode"])
-    assert max(switches[1.0]) < 1.0 < statistics.median(switches[0.3]) < min(switches[0.1])
+    assert min(switches[0.03]) > statistics.median(switches[0.1]) > max(switches[0.3])
     assert (run_dir / "report.md").is_file() and (run_dir / "success_vs_episodes.png").is_file()

@@ -130,10 +130,12 @@ def tiny_config() -> DiscoveryConfig:
 
 def small_config() -> DiscoveryConfig:
     """The CPU reproduction on the small grid: 600 steps x 64 episodes on 3000 clean expert episodes,
-    alpha 0.3 reached after 150 steps without KL and a 150-step ramp (README: "the small grid")."""
+    alpha 0.1 reached after 150 steps without KL and a 150-step ramp, an embedder with fixed decays of
+    4-10 steps (README: "the small grid")."""
     return DiscoveryConfig(
+        meta=MetacontrollerConfig(embed_decay_logits=(1.0, 2.2), embed_decay_trainable=False),
         data=DataConfig(num_episodes=3000, data_seed=2, variant="small", expert_ties="first"),
-        alpha=0.3,
+        alpha=0.1,
         kl_free_steps=150,
         kl_warmup_steps=150,
         switch_tolerance=0,

@@ -159,19 +159,19 @@ def tiny_config() -> PretrainConfig:
 
 def small_config() -> PretrainConfig:
     """The CPU reproduction's base model: the small 5 x 5 grid (``variant="small"``) with the deterministic
-    tie-breaking expert, a 4 x 64 Transformer whose observation embedding also sees the grid re-centred on
-    the agent; 4000 steps x 64 on 50K episodes (README: "the small grid")."""
+    tie-breaking expert, a 4 x 64 Transformer with a linear embedding of the observation and of the grid
+    re-centred on the agent; 12000 steps x 64 on 50K episodes (README: "the small grid")."""
+    # Linear subgoal probes stay at chance until ~4K steps and reach ~0.41 (chance 0.27) at mid-depth by
+    # 12K; label-driven controllers steer the 12K model to the post-training task, not the 4K one (README).
     return PretrainConfig(
         data=DataConfig(num_episodes=50_000, eval_fraction=0.02, variant="small", expert_ties="first"),
-        model=BackboneConfig(
-            n_layers=4, d_model=64, n_heads=4, mlp_hidden=128, obs_embed_hidden=256, grid_embed="egocentric"
-        ),
-        steps=4000,
+        model=BackboneConfig(n_layers=4, d_model=64, n_heads=4, mlp_hidden=128, grid_embed="egocentric"),
+        steps=12_000,
         batch_size=64,
         lr=1e-3,
-        eval_every=500,
+        eval_every=2000,
         log_every=50,
-        checkpoint_every=1000,
+        checkpoint_every=4000,
         rollout_episodes=1024,
     )
 

@@ -78,7 +78,7 @@ class ReproduceConfig:
     raw_action_runs: int | None = None
     """Raw-action RL runs (each ``rl_seeds`` seeds); None = one per base model x metacontroller seed, the
     same count as the other methods (the paper ran raw-action GRPO with 3 seeds)."""
-    alpha_sweep: tuple[float, ...] = (0.1, 1.0)
+    alpha_sweep: tuple[float, ...] = (0.03, 0.3)
     """Alphas for the rate-distortion plot (each trains one more metacontroller)."""
     sweep_steps: int = 600
     seed: int = 0
