@@ -40,7 +40,7 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     assert "| 0.1 | 0.3 | 1.100 | 0.020 | 3.50 | 2.00 | 0.250 | 0.200 | 10 |" in report
     assert "| compile | 0.1 |" not in report  # CompILE has no gate: not a row of the metacontroller table
     assert "switches every 10 primitive steps" in text
-    assert "re-encode primitive moves rather than subgoals" in text
+    assert "do not name the colour an episode heads for" in text
     assert "reach 0.500 success and 0.500 colours on the post-training task" in text
     assert "| posttrain | 0.500 | 0.500 | 0.100 | 0.100 | 0.200 | 0.200 |" in report
     assert "| internal-rl | 0.260 | 0.250 | 0.450 | 0.250 |" in report

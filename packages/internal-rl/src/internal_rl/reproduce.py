@@ -529,7 +529,8 @@ def diagnose(results: dict[str, Any]) -> list[str]:
             layer = max(range(len(p["mlp_accuracy"])), key=p["mlp_accuracy"].__getitem__)
             out.append(f"- A one-hidden-layer probe reads the subgoal at {p['mlp_accuracy'][layer]:.3f} (layer {layer}) "
                        f"against the linear probes' {best:.3f}: "
-                       + ("the subgoal is in the residual stream, but not linearly."
+                       + (("a non-linear read-out finds more of it." if best > p["chance"] + 0.05
+                           else "the subgoal is in the residual stream, but not linearly.")
                           if p["mlp_accuracy"][layer] > p["chance"] + 0.05 else "not there either."))  # fmt: skip
         if p.get("history_baseline") is not None:
             out.append(f"- A lookup table from the last colour entered decodes the subgoal at {p['history_baseline']:.3f}: "
@@ -555,8 +556,9 @@ def diagnose(results: dict[str, Any]) -> list[str]:
             f"{d['eval/code_subgoal_majority']:.3f}) and the current action at {d['eval/code_action_accuracy']:.3f} "
             f"(majority {d['eval/code_action_majority']:.3f}): "
             + ("they stand for subgoals." if gain_sub > 0.1 and gain_sub >= gain_act
-               else "they re-encode primitive moves rather than subgoals, so internal RL over them searches "
-               "nearly the raw action space." if gain_act > gain_sub + 0.05
+               else "they do not name the colour an episode heads for, but they do tell the current move: "
+               "a code describes a leg of the path in this layout, not a subgoal that transfers across "
+               "layouts." if gain_act > gain_sub + 0.05
                else "they stand for neither clearly.")
         )  # fmt: skip
     sup = results.get("supervised")
