@@ -8,7 +8,7 @@ import torch
 
 from internal_rl import compile_rl, discovery, pretrain, rl, supervised
 from internal_rl.pretrain import DataConfig
-from internal_rl.report import plot_beta, plot_success_curves, write_report
+from internal_rl.report import plot_beta, plot_rate_distortion, plot_success_curves, write_report
 from internal_rl.reproduce import ReproduceConfig, diagnose, reproduce
 
 
@@ -50,6 +50,13 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     plot_success_curves({"a": [[0.0, 0.5], [0.1, 0.3]]}, [4, 8], tmp_path / "s.png", "t")
     plot_beta(torch.rand(10), torch.zeros(10, dtype=torch.bool), 10, tmp_path / "b.png", "t")
     assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "b.png").stat().st_size > 1000
+    # seeds sharing an alpha are points around that alpha's median
+    rd = [
+        {"alpha": a, "switches_per_episode": sw, "action_nll": 0.2}
+        for a, sw in ((0.03, 5.0), (0.1, 1.0), (0.1, 3.0))
+    ]
+    plot_rate_distortion(rd, 2.0, tmp_path / "rd.png")
+    assert (tmp_path / "rd.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

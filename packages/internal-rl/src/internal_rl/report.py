@@ -83,17 +83,26 @@ def plot_probe(accuracy: list[float], chance: float, path: Path, history: float 
 
 
 def plot_rate_distortion(points: list[dict[str, float]], true_switches: float, path: Path) -> None:
-    """Fig. 7: switches per episode and action NLL against alpha."""
+    """Fig. 7: switches per episode and action NLL against alpha; every run a point, the line through
+    each alpha's median (several seeds may share an alpha)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    alphas = [p["alpha"] for p in points]
-    ax.plot(alphas, [p["switches_per_episode"] for p in points], marker="o", label="switches / episode")
+    alphas = sorted({p["alpha"] for p in points})
+
+    def median(key: str) -> list[float]:
+        return [float(np.median([p[key] for p in points if p["alpha"] == a])) for a in alphas]
+
+    ax.scatter([p["alpha"] for p in points], [p["switches_per_episode"] for p in points], s=14, alpha=0.6)
+    ax.plot(alphas, median("switches_per_episode"), marker="o", label="switches / episode (median)")
     ax.axhline(true_switches, color="red", ls="--", label="true subgoal changes / episode")
-    ax.set_xscale("symlog", linthresh=0.05)
+    ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("alpha (KL weight)")
     ax.set_ylabel("switches per episode")
     ax2 = ax.twinx()
-    ax2.plot(alphas, [p["action_nll"] for p in points], marker="s", color="green", label="action NLL")
+    ax2.scatter(
+        [p["alpha"] for p in points], [p["action_nll"] for p in points], s=14, color="green", alpha=0.6
+    )
+    ax2.plot(alphas, median("action_nll"), marker="s", color="green", label="action NLL (median)")
     ax2.set_ylabel("action NLL", color="green")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
