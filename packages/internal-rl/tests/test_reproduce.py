@@ -9,7 +9,7 @@ import torch
 from internal_rl import compile_rl, discovery, pretrain, rl, supervised
 from internal_rl.pretrain import DataConfig
 from internal_rl.report import plot_beta, plot_rate_distortion, plot_success_curves, write_report
-from internal_rl.reproduce import ReproduceConfig, diagnose, reproduce
+from internal_rl.reproduce import ReproduceConfig, diagnose, figures_reproduced, reproduce
 
 
 def test_report_and_diagnosis_from_measured_numbers(tmp_path):
@@ -32,6 +32,14 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
                           (("true", 0.5), ("wrong", 0.1), ("none", 0.2)) for k in ("success", "colours")}},
     }  # fmt: skip
     results["diagnosis"] = diagnose(results)
+    results["rate_distortion"] = [{"alpha": a, "switches_per_episode": sw, "action_nll": 0.2, "alignment_f1": 0.5,
+                                   "random_alignment_f1": 0.3, "kl": 0.1} for a, sw in ((0.03, 5.0), (0.1, 1.0), (0.3, 0.1))]  # fmt: skip
+    results["rl"]["raw-action"] = rl_entry
+    results["figures_reproduced"] = figures_reproduced(results)
+    verdicts = {r["figure"]: r["reproduced"] for r in results["figures_reproduced"]}
+    # probes at chance, label-driven controllers steer, switches miss the changes, switching falls with
+    # alpha through the 2 true changes, internal RL no better than raw-action RL
+    assert verdicts == {"Fig. 3": "no", "Fig. 4": "yes", "Figs. 6, A3": "no", "Fig. 7": "yes", "Fig. 8": "no"}
     text = " ".join(results["diagnosis"])
     assert "almost never switches" in text and "KL collapse" in text and "no linearly decodable" in text
     write_report(tmp_path / "report.md", results)
@@ -44,6 +52,10 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     assert "reach 0.500 success and 0.500 colours on the post-training task" in text
     assert "| posttrain | 0.500 | 0.500 | 0.100 | 0.100 | 0.200 | 0.200 |" in report
     assert "| internal-rl | 0.260 | 0.250 | 0.450 | 0.250 |" in report
+    assert (
+        "| Fig. 4 | label-driven controllers steer" in report
+        and "| 0.500 with the true subgoal" not in report
+    )
     assert "last colour entered decodes the subgoal at 0.700" in text
     assert "probe reads the subgoal at 0.500 (layer 1)" in text and "not linearly" in text
     assert "| one-hidden-layer probe (diagnostic) | 0.300 | 0.500 | | |" in report

@@ -121,6 +121,15 @@ def seed_values(entry: dict[str, Any], key: str) -> list[float]:
     return [m[key] for m in entry.get("seeds", [entry]) if key in m]
 
 
+def _figures_table(rows: list[dict[str, str]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Which of the paper's figures this run reproduces (in shape)", "",
+             "| figure | claim | reproduced | measured |", "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['figure']} | {r['claim']} | {r['reproduced']} | {r['evidence']} |" for r in rows]
+    return [*lines, ""]
+
+
 def write_report(path: Path, results: dict[str, Any]) -> None:
     """``report.md``: the measured numbers of a reproduce run, with its command and timings."""
     ant = results.get("env") == "ant"
@@ -136,6 +145,7 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         f"Wall time: {results['seconds']:.0f} s; load average at start / end: {results['load_start']} / "
         f"{results['load_end']}",
         "",
+        *_figures_table(results.get("figures_reproduced", [])),
         "## Base model",
         "",
         f"Pretraining run: `{results['base_run']}`; {base_line}.",

@@ -19,6 +19,7 @@ is also reported divided by the paper's expert score on the post-training task (
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from internal_rl import compile_rl as _compile_rl
@@ -36,7 +38,14 @@ from internal_rl import probe as _probe
 from internal_rl import rl as _rl
 from internal_rl import supervised as _supervised
 from internal_rl.baselines import train_raw_action_rl
-from internal_rl.report import plot_beta, plot_probe, plot_rate_distortion, plot_success_curves, write_report
+from internal_rl.report import (
+    plot_beta,
+    plot_probe,
+    plot_rate_distortion,
+    plot_success_curves,
+    seed_values,
+    write_report,
+)
 from latentforge.configs import config_to_dict
 from latentforge.runs import create_run_dir
 
@@ -481,6 +490,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     figures.append("success_vs_episodes.png")
 
     results["diagnosis"] = diagnose(results)
+    results["figures_reproduced"] = figures_reproduced(results)
     results["figures"] = figures
     results["seconds"] = time.perf_counter() - t0
     results["load_start"], results["load_end"] = load_start, _load()
@@ -495,6 +505,56 @@ def _rate_distortion_point(alpha: float, m: dict[str, Any]) -> dict[str, float]:
     """One metacontroller's point of Fig. 7 from its held-out switch statistics."""
     keys = ("switches_per_episode", "action_nll", "alignment_f1", "random_alignment_f1", "kl")
     return {"alpha": alpha, **{k: m[f"eval/{k}"] for k in keys}}
+
+
+def figures_reproduced(results: dict[str, Any]) -> list[dict[str, str]]:
+    """Which of the paper's figures this run reproduces in shape, each with the measured evidence.
+
+    The thresholds are the ones the small preset's slow test asserts with (README, "the small grid").
+    """
+    rows: list[dict[str, str]] = []
+
+    def row(figure: str, claim: str, ok: bool, evidence: str) -> None:
+        rows.append(
+            {"figure": figure, "claim": claim, "reproduced": "yes" if ok else "no", "evidence": evidence}
+        )
+
+    p = results.get("probe")
+    if p:
+        best = max(range(len(p["accuracy"])), key=p["accuracy"].__getitem__)
+        row("Fig. 3", "a linear probe reads the subgoal from the residual stream", p["accuracy"][best] > p["chance"] + 0.05,
+            f"best layer {best}: {p['accuracy'][best]:.3f} vs majority {p['chance']:.3f}")  # fmt: skip
+    sup = results.get("supervised")
+    if sup:
+        true, none = sup["posttrain/true_success"], sup["posttrain/none_success"]
+        row("Fig. 4", "label-driven controllers steer the frozen model through the post-training task",
+            true > none + 0.1, f"success {true:.3f} with the true subgoal vs {none:.3f} uncontrolled")  # fmt: skip
+    d = results["discovery"].get("internal-rl")
+    if d:
+        f1, rand = seed_values(d, "eval/alignment_f1"), seed_values(d, "eval/random_alignment_f1")
+        gain = float(np.median([a - b for a, b in zip(f1, rand, strict=True)]))
+        row("Figs. 6, A3", "switches fall on subgoal changes", gain > 0.1,
+            f"F1 - random F1 median {gain:.3f} over {len(f1)} seeds")  # fmt: skip
+    points = results.get("rate_distortion") or []
+    alphas = sorted({q["alpha"] for q in points})
+    if len(alphas) >= 3:
+        med = [
+            float(np.median([q["switches_per_episode"] for q in points if q["alpha"] == a])) for a in alphas
+        ]
+        true = (d or {}).get("eval/true_boundaries_per_episode", float("nan"))
+        falling = all(x > y for x, y in itertools.pairwise(med)) and med[0] > true > med[-1]
+        row("Fig. 7", "switching falls with alpha, through the true number of changes", falling,
+            "median switches / episode " + ", ".join(f"{m:.2f} at {a}" for a, m in zip(alphas, med, strict=True)))  # fmt: skip
+    rl = results.get("rl", {})
+    if "internal-rl" in rl and "raw-action" in rl:
+
+        def final(name: str) -> float:
+            return float(np.median([m["final_success"] for m in rl[name]["metrics"]]))
+
+        ours, raw = final("internal-rl"), final("raw-action")
+        row("Fig. 8", "internal RL solves the post-training task where raw-action RL does not",
+            ours > max(raw, 0.0) + 0.05, f"final success {ours:.3f} vs raw-action {raw:.3f}")  # fmt: skip
+    return rows
 
 
 def diagnose(results: dict[str, Any]) -> list[str]:
