@@ -82,18 +82,21 @@ def plot_probe(accuracy: list[float], chance: float, path: Path, history: float 
     plt.close(fig)
 
 
+def medians_by_alpha(points: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
+    """(the distinct alphas in increasing order, the median of ``key`` over each alpha's runs)."""
+    alphas = sorted({p["alpha"] for p in points})
+    return alphas, [float(np.median([p[key] for p in points if p["alpha"] == a])) for a in alphas]
+
+
 def plot_rate_distortion(points: list[dict[str, float]], true_switches: float, path: Path) -> None:
     """Fig. 7: switches per episode and action NLL against alpha; every run a point, the line through
     each alpha's median (several seeds may share an alpha)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    alphas = sorted({p["alpha"] for p in points})
-
-    def median(key: str) -> list[float]:
-        return [float(np.median([p[key] for p in points if p["alpha"] == a])) for a in alphas]
-
+    alphas, switches = medians_by_alpha(points, "switches_per_episode")
+    _, nll = medians_by_alpha(points, "action_nll")
     ax.scatter([p["alpha"] for p in points], [p["switches_per_episode"] for p in points], s=14, alpha=0.6)
-    ax.plot(alphas, median("switches_per_episode"), marker="o", label="switches / episode (median)")
+    ax.plot(alphas, switches, marker="o", label="switches / episode (median)")
     ax.axhline(true_switches, color="red", ls="--", label="true subgoal changes / episode")
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("alpha (KL weight)")
@@ -102,7 +105,7 @@ def plot_rate_distortion(points: list[dict[str, float]], true_switches: float, p
     ax2.scatter(
         [p["alpha"] for p in points], [p["action_nll"] for p in points], s=14, color="green", alpha=0.6
     )
-    ax2.plot(alphas, median("action_nll"), marker="s", color="green", label="action NLL (median)")
+    ax2.plot(alphas, nll, marker="s", color="green", label="action NLL (median)")
     ax2.set_ylabel("action NLL", color="green")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

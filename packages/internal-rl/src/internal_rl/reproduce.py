@@ -39,6 +39,7 @@ from internal_rl import rl as _rl
 from internal_rl import supervised as _supervised
 from internal_rl.baselines import train_raw_action_rl
 from internal_rl.report import (
+    medians_by_alpha,
     plot_beta,
     plot_probe,
     plot_rate_distortion,
@@ -535,12 +536,8 @@ def figures_reproduced(results: dict[str, Any]) -> list[dict[str, str]]:
         gain = float(np.median([a - b for a, b in zip(f1, rand, strict=True)]))
         row("Figs. 6, A3", "switches fall on subgoal changes", gain > 0.1,
             f"F1 - random F1 median {gain:.3f} over {len(f1)} seeds")  # fmt: skip
-    points = results.get("rate_distortion") or []
-    alphas = sorted({q["alpha"] for q in points})
+    alphas, med = medians_by_alpha(results.get("rate_distortion") or [], "switches_per_episode")
     if len(alphas) >= 3:
-        med = [
-            float(np.median([q["switches_per_episode"] for q in points if q["alpha"] == a])) for a in alphas
-        ]
         true = (d or {}).get("eval/true_boundaries_per_episode", float("nan"))
         falling = all(x > y for x, y in itertools.pairwise(med)) and med[0] > true > med[-1]
         row("Fig. 7", "switching falls with alpha, through the true number of changes", falling,
