@@ -24,6 +24,17 @@ def test_run_name_and_dir(tmp_path):
     assert json.loads((run / "config.json").read_text()) == {"lr": 1e-4, "path": "/x"}
 
 
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr("latentforge.runs.time.time", lambda: 1234.5)
+    first = create_run_dir(tmp_path, "internal-rl", "meta", 0, {"alpha": 0.1})
+    second = create_run_dir(tmp_path, "internal-rl", "meta", 0, {"alpha": 0.3})
+    assert first.name == "internal-rl__meta__0__1234" and second.name == "internal-rl__meta__0__1234-2"
+    assert json.loads((first / "config.json").read_text()) == {"alpha": 0.1}
+    assert json.loads((second / "config.json").read_text()) == {"alpha": 0.3}
+    # An explicit name (resuming) reuses its folder.
+    assert create_run_dir(tmp_path, "internal-rl", "meta", 0, name=first.name) == first
+
+
 def test_metrics_logger_writes_jsonl_tensorboard_and_progress(tmp_path):
     with MetricsLogger(tmp_path) as log:
         for step in log.progress(range(3), desc="t"):

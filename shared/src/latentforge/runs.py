@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from latentforge.distributed.env import is_main_process
@@ -59,11 +60,35 @@ def create_run_dir(
     ``name`` overrides the generated run name (e.g. to resume a named run).
     """
     run_dir = Path(root) / package / (name or run_name(package, exp_name, seed))
+    if name is None and _world_size() == 1:
+        # Two runs with the same name and seed started in the same second would share a folder and
+        # overwrite each other's checkpoints; the second gets a suffix. With several ranks every rank
+        # must compute the same folder, so there the timestamp alone names it.
+        run_dir = _claim_unique(run_dir)
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         if config is not None:
             (run_dir / "config.json").write_text(json.dumps(_jsonable(config), indent=2))
     return run_dir
+
+
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _claim_unique(run_dir: Path) -> Path:
+    """Create ``run_dir``, or ``run_dir-2``, ``-3``, ... if it exists (mkdir is atomic across processes)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    candidate, k = run_dir, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            k += 1
+            candidate = run_dir.with_name(f"{run_dir.name}-{k}")
 
 
 class MetricsLogger:
