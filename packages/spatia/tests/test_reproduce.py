@@ -124,18 +124,21 @@ def test_reproduce_end_to_end_writes_results_report_video_and_sheet(tmp_path):
 
 @pytest.mark.slow
 def test_default_reproduce_memory_raises_revisit_psnr_and_the_wrong_room_does_not(tmp_path):
-    """``make train-spatia``'s CPU default (about 21 minutes here): memory lifts PSNR_C, another room's memory does not.
+    """``make train-spatia``'s CPU default (about 22 minutes here): memory lifts PSNR_C and the frames'
+    agreement with the ground truth; another room's memory does not.
 
-    Measured: no memory 13.93 ± 0.45 dB, memory K = 1 / 3 / 7 15.41 / 15.62 / 15.45 dB, wrong room
-    13.81 dB (3 rooms x 2 seeds). The margin asserted is well inside that gap and above the seed spread.
+    Measured (README): no memory about 13.8 dB PSNR_C, memory 19.2-19.3 dB at K = 1 / 3 / 7, wrong room
+    about 13.1 dB (3 rooms x 2 seeds, seed spread below 1.7 dB). The margins asserted are well inside
+    those gaps.
     """
     from spatia.reproduce import reproduce, tiny_reproduce
 
     run = reproduce(replace(tiny_reproduce(), runs_root=str(tmp_path)))
     summary = json.loads((run / "results.json").read_text())["summary"]
-    base = summary["no_memory"]["psnr_c"]["mean"]
+    base = summary["no_memory"]
     for k in (1, 3, 7):
-        assert summary[f"memory_k{k}"]["psnr_c"]["mean"] > base + 0.75
+        assert summary[f"memory_k{k}"]["psnr_c"]["mean"] > base["psnr_c"]["mean"] + 3.0
+        assert summary[f"memory_k{k}"]["psnr_gt"]["mean"] > base["psnr_gt"]["mean"] + 1.5
     wrong = summary["wrong_room_k7"]
-    assert wrong["psnr_c"]["mean"] < summary["memory_k7"]["psnr_c"]["mean"] - 0.75
-    assert wrong["psnr_gt"]["mean"] < summary["memory_k7"]["psnr_gt"]["mean"]
+    assert wrong["psnr_c"]["mean"] < summary["memory_k7"]["psnr_c"]["mean"] - 3.0
+    assert wrong["psnr_gt"]["mean"] < summary["memory_k7"]["psnr_gt"]["mean"] - 3.0
