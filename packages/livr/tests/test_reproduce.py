@@ -261,10 +261,29 @@ def test_paper_preset_is_the_papers_single_task_recipe_on_all_nine_tasks():
 
     cfg = paper_reproduce()
     assert set(cfg.tasks) == set(TASKS) and cfg.mode == "single" and cfg.test_per_task is None
-    assert cfg.train_per_task == 1000 and cfg.model_id is None and not cfg.pretrain_small_base
+    assert cfg.train_per_task == 1000 and cfg.train_sizes == {} and cfg.model_id is None
+    assert not cfg.pretrain_small_base
     assert (cfg.train.stage1_epochs, cfg.train.stage2_epochs, cfg.train.lr) == (4, 6, 1e-4)
     assert cfg.train.model.num_latents == 16 and cfg.train.grad_accum == 8
     assert "latents_no_mask" in cfg.methods and cfg.latent_sweep == (4, 8, 32)
+
+
+def test_per_task_training_sizes_override_the_default_and_keep_the_data_deterministic(tmp_path):
+    from livr.reproduce import tiny_reproduce, write_training_data
+
+    cfg = dataclasses.replace(
+        tiny_reproduce(), train_per_task=6, val_per_task=2, train_sizes={"visual_similarity": 9, "jigsaw": 4}
+    )
+    _, train_sets = write_training_data(cfg, tmp_path / "a")
+    assert {t: len(exs) for t, exs in train_sets.items()} == {
+        "counting": 6,
+        "object_localization": 6,
+        "visual_similarity": 9,
+    }
+    # a task's examples do not depend on how many the others get
+    again = dataclasses.replace(cfg, train_sizes={})
+    _, plain = write_training_data(again, tmp_path / "b")
+    assert [e.question for e in plain["counting"]] == [e.question for e in train_sets["counting"]]
 
 
 def test_reproduce_help(capsys):

@@ -83,6 +83,8 @@ class ReproduceConfig:
     """also score every trained model with blank images (a text-only control: equal scores mean the image is unused)."""
     train_per_task: int = 32
     """training examples per task (paper: 1,000)."""
+    train_sizes: dict[str, int] = field(default_factory=dict)
+    """per-task exceptions to ``train_per_task`` (e.g. ``{"visual_similarity": 3000}``)."""
     val_per_task: int = 8
     """validation examples per task (best checkpoint by validation NLL)."""
     test_per_task: int | None = 32
@@ -197,9 +199,11 @@ def task_split(cfg: ReproduceConfig, task: str, split: str) -> list[Example]:
     from livr.tasks import get_task
 
     spec = get_task(task)
-    n = {"train": cfg.train_per_task, "val": cfg.val_per_task, "test": cfg.test_per_task or spec.test_size}[
-        split
-    ]
+    n = {
+        "train": cfg.train_sizes.get(task, cfg.train_per_task),
+        "val": cfg.val_per_task,
+        "test": cfg.test_per_task or spec.test_size,
+    }[split]
     if cfg.data_root:
         return spec.load(Path(cfg.data_root) / task, split, limit=n, seed=DATA_SEEDS[split])
     seed = DATA_SEEDS[split] * 1000 + zlib.crc32(task.encode()) % 1000
@@ -434,7 +438,9 @@ def render_report(cfg: ReproduceConfig, records: list[dict], extra: dict) -> str
     data_kind = f"real data under `{cfg.data_root}`" if cfg.data_root else "procedurally generated data"
     lines += [
         f"Tasks ({data_kind}): {', '.join(cfg.tasks)}; {cfg.train_per_task} train / {cfg.val_per_task} val / "
-        f"{cfg.test_per_task or 'paper-size'} test examples per task, {cfg.mode}-task training.",
+        f"{cfg.test_per_task or 'paper-size'} test examples per task"
+        + "".join(f" ({n} train for {t})" for t, n in cfg.train_sizes.items() if t in cfg.tasks)
+        + f", {cfg.mode}-task training.",
         f"Recipe: LIVR stage 1 {t.stage1_epochs} + stage 2 {t.stage2_epochs} epochs, Direct SFT "
         f"{t.stage1_epochs + t.stage2_epochs} epochs (same budget); K = {t.model.num_latents}, LoRA r{t.model.lora_r}, "
         f"lr {t.lr}, batch {t.batch_size} x accumulation {t.grad_accum}; best checkpoint by validation NLL; "
