@@ -1,7 +1,6 @@
 """Real multi-process jobs on CPU through latentforge-launch (torchrun, gloo)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from latentforge.distributed import (
     unwrap_model,
     wrap_model,
 )
-from latentforge.distributed.launch import torchrun_args
+from latentforge.distributed.launch import killed_by_signal, run_local, torchrun_args
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -25,20 +24,37 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 def _launch(tmp_path: Path, mode: str, nproc: int = 2) -> list[dict]:
     torch.manual_seed(1)
     torch.save({"x": torch.randn(8, 6), "y": torch.randn(8, 3)}, tmp_path / "data.pt")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "latentforge.distributed.launch",
-        "--nproc-per-node",
-        str(nproc),
-        str(WORKER),
-        str(tmp_path),
-        mode,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    proc = run_local(WORKER, [tmp_path, mode], nproc=nproc, timeout_s=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(nproc)]
+
+
+def test_killed_by_signal_reads_torchrun_failure_reports():
+    assert killed_by_signal("rank : 0\n    exitcode  : -6 (pid: 8733)  (SIGABRT)")
+    assert not killed_by_signal("rank : 0\n    exitcode  : 1 (pid: 8733)")
+
+
+def test_run_local_relaunches_only_a_job_killed_by_a_signal(tmp_path):
+    # Each launch appends to a file; the first one's rank 0 aborts, the second succeeds.
+    script = tmp_path / "abort_once.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "log = Path(sys.argv[1])\n"
+        "if os.environ['RANK'] == '0':\n"
+        "    first = not log.exists()\n"
+        "    log.write_text(log.read_text() + 'x' if log.exists() else 'x')\n"
+        "    if first:\n"
+        "        os.abort()\n"
+    )
+    log = tmp_path / "launches.txt"
+    with pytest.warns(UserWarning, match="died by a signal"):
+        proc = run_local(script, [log], nproc=2, timeout_s=120)
+    assert proc.returncode == 0 and log.read_text() == "xx"
+
+    failing = tmp_path / "fails.py"
+    failing.write_text("import sys\nsys.exit(3)\n")
+    assert run_local(failing, nproc=1, timeout_s=120).returncode != 0  # an error exit is not retried
 
 
 def _single_process_grads(tmp_path: Path) -> dict[str, list]:

@@ -1,26 +1,15 @@
 """Metacontroller training through latentforge-launch with 2 CPU processes (DDP over gloo)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from latentforge.distributed.launch import run_local
 
 WORKER = Path(__file__).with_name("dist_discovery_worker.py")
 
 
 def test_two_process_metacontroller_training(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "latentforge.distributed.launch",
-        "--nproc-per-node",
-        "2",
-        str(WORKER),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = run_local(WORKER, [tmp_path], nproc=2, timeout_s=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]

@@ -110,6 +110,11 @@ def grad_accum_steps_per_rank(total_accum_steps: int, world_size: int) -> int:
 
 
 def cleanup() -> None:
-    """Destroy the process group if one was created."""
+    """Destroy the process group if one was created, once every rank has reached this call.
+
+    Without the barrier a rank that finishes first tears down its gloo pairs while a peer
+    may still be sending into them; gloo's I/O thread then aborts the process.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -13,8 +13,12 @@ picked. The equivalent plain command is printed with ``--dry-run``.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -93,6 +97,38 @@ def torchrun_args(argv: Sequence[str]) -> list[str]:
     if "--standalone" not in out and not any(a.split("=")[0] in _MULTI_NODE_FLAGS for a in out):
         out = ["--standalone", *out]
     return [*out, *program]
+
+
+def killed_by_signal(torchrun_stderr: str) -> bool:
+    """True when torchrun's failure report names a worker that died by a signal (exitcode < 0)."""
+    return re.search(r"exitcode\s*:\s*-\d+", torchrun_stderr) is not None
+
+
+def run_local(
+    script: str | os.PathLike,
+    args: Sequence[str] = (),
+    *,
+    nproc: int = 2,
+    timeout_s: float = 300.0,
+    relaunch_on_signal: int = 1,
+) -> subprocess.CompletedProcess:
+    """Run ``script`` as an ``nproc``-process job on this machine and wait for it.
+
+    For tests and notebooks: the caller's own ``RANK``/``WORLD_SIZE`` are not passed on,
+    every rank prints its Python stack if it dies by a signal, and a job in which a rank
+    was killed by a signal (an aborted gloo I/O thread, the OOM killer) is started afresh
+    up to ``relaunch_on_signal`` times, with a warning that keeps the first report. A job
+    that exits with an error code is never relaunched.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONFAULTHANDLER"] = "1"
+    cmd = [sys.executable, "-m", __name__, "--nproc-per-node", str(nproc), str(script), *map(str, args)]
+    for attempt in range(relaunch_on_signal + 1):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+        if proc.returncode == 0 or not killed_by_signal(proc.stderr) or attempt == relaunch_on_signal:
+            return proc
+        warnings.warn(f"a rank died by a signal; relaunching:\n{proc.stderr[-3000:]}", stacklevel=2)
+    raise AssertionError("unreachable")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
