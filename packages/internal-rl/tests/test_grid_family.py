@@ -9,6 +9,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import internal_rl  # noqa: F401  (registers the envs, as a gymnasium plug-in)
@@ -73,3 +74,34 @@ def test_module_syntax_imports_the_plugin_in_a_fresh_interpreter():
     code = "import gymnasium as gym; e = gym.make('internal_rl:internal_rl/GridPinpadSmall-v0'); print(e.reset(seed=0)[0].shape)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(150,)"
+
+
+def test_fixed_colour_cells_hold_in_both_envs_while_walls_and_agent_vary():
+    from internal_rl.envs.grid import GridPinpadEnv
+    from internal_rl.envs.grid_batched import BatchedGridPinpad
+
+    fixed = GRID_SPECS["small-fixed"].colour_cells
+    env = GridPinpadEnv("posttrain", variant="small-fixed")
+    seen = set()
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        assert tuple(info["colour_cells"]) == fixed
+        assert not set(info["wall_cells"]) & set(fixed) and info["agent_cell"] not in fixed
+        seen.add((int(info["wall_cells"][0]), info["agent_cell"]))
+    assert len(seen) > 10
+
+    batched = BatchedGridPinpad(256, "pretrain", variant="small-fixed", seed=0)
+    batched.reset()
+    assert (batched.colour_cells == torch.tensor(fixed)).all()
+    others = torch.cat([batched.wall_cells, batched.agent[:, None]], 1)
+    assert not torch.isin(others, torch.tensor(fixed)).any()
+    assert (others[:, 0] != others[:, 1]).all()
+    assert len(set(others[:, 1].tolist())) == 25 - 4  # the agent starts on every cell that is not a colour
+    assert (batched.shortest_task_lengths(torch.arange(256)) <= batched.horizon).all()
+
+
+def test_fixed_colour_cells_are_validated():
+    with pytest.raises(ValueError, match="distinct cells"):
+        GridSpec(size=5, num_colours=4, num_walls=1, colours_per_subgoal=1, colour_cells=(0, 0, 1, 2))
+    with pytest.raises(ValueError, match="distinct cells"):
+        GridSpec(size=5, num_colours=4, num_walls=1, colours_per_subgoal=1, colour_cells=(0, 1, 2, 25))

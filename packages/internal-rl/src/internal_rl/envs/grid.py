@@ -9,6 +9,7 @@ the whole task. The observation is a per-cell one-hot over (8 colours, 4 walls, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -52,10 +53,18 @@ def sample_layout(
     horizon: int = 100,
     require_solvable: bool = True,
     max_tries: int = 1000,
+    colour_cells: Sequence[int] | None = None,
 ) -> GridLayout:
-    """Draw distinct cells for colours, walls and agent; optionally redraw until ``task`` fits in ``horizon``."""
+    """Draw distinct cells for colours, walls and agent; optionally redraw until ``task`` fits in ``horizon``.
+
+    With ``colour_cells`` the colours stay on those cells and only walls and agent are drawn.
+    """
     for _ in range(max_tries):
-        cells = rng.permutation(size * size)[: num_colours + num_walls + 1]
+        if colour_cells is None:
+            cells = rng.permutation(size * size)[: num_colours + num_walls + 1]
+        else:
+            free = np.setdiff1d(np.arange(size * size), np.asarray(colour_cells))
+            cells = np.concatenate([np.asarray(colour_cells), rng.permutation(free)[: num_walls + 1]])
         layout = GridLayout(
             colour_cells=cells[:num_colours].astype(np.int64),
             wall_cells=cells[num_colours : num_colours + num_walls].astype(np.int64),
@@ -115,6 +124,8 @@ class GridPinpadEnv(gym.Env):
             raise ValueError(
                 f"{num_colours} colours + {num_walls} walls + agent do not fit a {size}x{size} grid"
             )
+        if spec.colour_cells is not None and (size, num_colours) != (spec.size, spec.num_colours):
+            raise ValueError("a variant with fixed colour_cells keeps its own size and number of colours")
         if num_colours > len(PALETTE):
             raise ValueError(f"at most {len(PALETTE)} colours can be drawn")
         self.grid_spec, self.variant = spec, variant if isinstance(variant, str) else "custom"
@@ -163,6 +174,7 @@ class GridPinpadEnv(gym.Env):
                 num_walls=self.num_walls,
                 horizon=self.horizon,
                 require_solvable=self.require_solvable,
+                colour_cells=self.grid_spec.colour_cells,
             )
         self.layout = layout
         self.agent_cell = int(layout.agent_cell)

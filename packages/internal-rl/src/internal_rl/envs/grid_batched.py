@@ -127,6 +127,13 @@ class BatchedGridPinpad:
         horizon = spec.horizon if horizon is None else horizon
         self.grid_spec, self.variant = spec, variant if isinstance(variant, str) else "custom"
         self._per_subgoal = spec.colours_per_subgoal
+        if spec.colour_cells is not None and (size, num_colours) != (spec.size, spec.num_colours):
+            raise ValueError("a variant with fixed colour_cells keeps its own size and number of colours")
+        self._fixed_colours = (
+            None
+            if spec.colour_cells is None
+            else torch.tensor(spec.colour_cells, dtype=torch.long, device=torch.device(device))
+        )
         self.max_draws = max_draws
         # Solvable layouts are drawn in big batches (rejection sampling costs the same few dozen
         # tensor ops for 10 layouts or 10,000) with their own generator, and handed out as envs
@@ -190,7 +197,12 @@ class BatchedGridPinpad:
     def _draw_cells(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """(count, 13) distinct cells: colours, walls, then the agent."""
         keys = torch.rand(count, self.num_cells, generator=generator, device=self.device)
-        return smallest_cells(keys, self.channels)
+        if self._fixed_colours is None:
+            return smallest_cells(keys, self.channels)
+        # Fixed colours: keys above 1 keep their cells out of the draw for walls and agent.
+        keys[:, self._fixed_colours] = 2.0
+        rest = smallest_cells(keys, self.channels - self.num_colours)
+        return torch.cat([self._fixed_colours.expand(count, -1), rest], 1)
 
     def _draw_solvable(self, task_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(len(task_ids), 13) cells, redrawing rows whose task does not fit the horizon.

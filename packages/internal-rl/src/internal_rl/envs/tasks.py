@@ -67,8 +67,20 @@ class GridSpec:
     """Subgoals per pretraining task (Table A1: 3 pairs)."""
     posttrain_subgoals: int = 6
     """Subgoals of the post-training task (0-1-2-3-4-5-6-7-0-1-2-3: 6 pairs)."""
+    colour_cells: tuple[int, ...] | None = None
+    """Cells of colours 0, 1, ... in every episode (None: drawn at random every episode, App. A.1).
+    Walls and the agent are still drawn at random among the other cells."""
 
     def __post_init__(self) -> None:
+        if self.colour_cells is not None and (
+            len(self.colour_cells) != self.num_colours
+            or len(set(self.colour_cells)) != self.num_colours
+            or not all(0 <= c < self.size * self.size for c in self.colour_cells)
+        ):
+            raise ValueError(
+                f"colour_cells must be {self.num_colours} distinct cells of the {self.size}x{self.size} grid, "
+                f"got {self.colour_cells}"
+            )
         if self.num_colours + self.num_walls + 1 > self.size * self.size:
             raise ValueError(
                 f"{self.num_colours} colours + {self.num_walls} walls + agent do not fit a {self.size}x{self.size} grid"
@@ -136,6 +148,18 @@ GRID_SPECS: dict[str, GridSpec] = {
         colours_per_subgoal=1,
         pretrain_subgoals=3,
         posttrain_subgoals=4,
+    ),
+    # "small" with the colours on the four corners in every episode (walls and agent still random):
+    # a subgoal is then a place, so a code that says "go there" means the same in every layout.
+    "small-fixed": GridSpec(
+        size=5,
+        num_colours=4,
+        num_walls=1,
+        horizon=40,
+        colours_per_subgoal=1,
+        pretrain_subgoals=3,
+        posttrain_subgoals=4,
+        colour_cells=(0, 4, 24, 20),
     ),
     # The paper's own subgoal structure (colour pairs, Table A1's 16 tasks) on the 5 x 5 grid;
     # post-training 0-1-2-3-4-5-6-7 (four pairs, every transition unseen).
