@@ -118,3 +118,26 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     for name in results["figures"]:
         assert (run_dir / name).stat().st_size > 1000
     assert "success_vs_episodes.png" in results["figures"] and "rate_distortion.png" in results["figures"]
+
+
+def test_cli_variant_reaches_every_stage_and_bad_values_stop_before_work(tmp_path, monkeypatch):
+    from internal_rl import cli
+    from internal_rl import reproduce as reproduce_module
+
+    seen = []
+
+    def fake(cfg):
+        seen.append(cfg)
+        (tmp_path / "report.md").write_text("report")
+        return tmp_path
+
+    monkeypatch.setattr(reproduce_module, "reproduce", fake)
+    cli.reproduce("small", run_root=tmp_path, variant="small-fixed")
+    assert seen[-1].variant == "small-fixed" and seen[-1].run_root == tmp_path
+    cli.reproduce("small", run_root=tmp_path)
+    assert seen[-1].variant == "small"
+    with pytest.raises(SystemExit, match="unknown --variant"):
+        cli.reproduce("small", run_root=tmp_path, variant="smal")
+    with pytest.raises(SystemExit, match="grid option"):
+        cli.reproduce("tiny-ant", run_root=tmp_path, variant="small")
+    assert len(seen) == 2

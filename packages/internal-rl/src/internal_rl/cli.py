@@ -18,6 +18,7 @@ from internal_rl import rl as _rl
 from internal_rl import supervised as _supervised
 from internal_rl.ant_expert import AntExpertConfig
 from internal_rl.ant_expert import train_ant_expert as _train_ant_expert
+from internal_rl.envs.tasks import GRID_SPECS
 from internal_rl.generate_data import GenerateDataConfig
 from internal_rl.generate_data import generate_data as _generate_data
 from latentforge.cli import environment_report, run_subcommands
@@ -135,11 +136,24 @@ def reproduce(
             help="a generate-data dataset folder for the clean data D*, instead of generating episodes"
         ),
     ] = None,
+    variant: Annotated[
+        str | None,
+        tyro.conf.arg(
+            help="grid only: another member of the grid family for every stage (e.g. small-fixed: the small "
+            "grid with the colours on fixed cells); default: the preset's"
+        ),
+    ] = None,
 ) -> None:
     """Pipeline end to end (grid or ant): pretraining, probes, metacontrollers, internal RL, baselines, report."""
     if config not in _reproduce.PRESETS:
         raise SystemExit(f"unknown --config {config!r}; choose one of {sorted(_reproduce.PRESETS)}")
     cfg = _reproduce.PRESETS[config]()
+    if variant is not None:
+        if cfg.env != "grid":
+            raise SystemExit("--variant is a grid option; the ant presets have none")
+        if variant not in GRID_SPECS:
+            raise SystemExit(f"unknown --variant {variant!r}; choose one of {sorted(GRID_SPECS)}")
+        cfg = dataclasses.replace(cfg, variant=variant)
     cfg = dataclasses.replace(
         cfg,
         base_run=base_run,
