@@ -7,6 +7,7 @@ are single colours.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -134,33 +135,26 @@ class GridSpec:
         return {"pretrain": self.pretrain_tasks(), "posttrain": (self.posttrain_task(),)}
 
 
+_SMALL = GridSpec(
+    size=5,
+    num_colours=4,
+    num_walls=1,
+    horizon=40,
+    colours_per_subgoal=1,
+    pretrain_subgoals=3,
+    posttrain_subgoals=4,
+)
+
 GRID_SPECS: dict[str, GridSpec] = {
     # App. A.1 (Table A1's tasks are this rule's output, listed in the paper's order below).
     "paper": GridSpec(),
     # The smallest member where the paper's effects appear on a CPU (README: "the small grid"):
     # the paper's ant task abstraction (4 single-colour subgoals, Table A2's 16 tasks, post-training
     # 0-1-2-3) on a 5 x 5 grid.
-    "small": GridSpec(
-        size=5,
-        num_colours=4,
-        num_walls=1,
-        horizon=40,
-        colours_per_subgoal=1,
-        pretrain_subgoals=3,
-        posttrain_subgoals=4,
-    ),
+    "small": _SMALL,
     # "small" with the colours on the four corners in every episode (walls and agent still random):
     # a subgoal is then a place, so a code that says "go there" means the same in every layout.
-    "small-fixed": GridSpec(
-        size=5,
-        num_colours=4,
-        num_walls=1,
-        horizon=40,
-        colours_per_subgoal=1,
-        pretrain_subgoals=3,
-        posttrain_subgoals=4,
-        colour_cells=(0, 4, 24, 20),
-    ),
+    "small-fixed": dataclasses.replace(_SMALL, colour_cells=(0, 4, 24, 20)),
     # The paper's own subgoal structure (colour pairs, Table A1's 16 tasks) on the 5 x 5 grid;
     # post-training 0-1-2-3-4-5-6-7 (four pairs, every transition unseen).
     "small-pairs": GridSpec(
