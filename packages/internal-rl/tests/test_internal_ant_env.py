@@ -107,7 +107,7 @@ def test_rewards_causes_and_step_counts_equal_the_replayed_ant_episodes():
 
 def test_zero_control_acts_as_the_base_models_greedy_policy():
     model = controlled_model()  # untrained full-rank decoder: U(z) = 0 for every z
-    assert float(model.meta.matrix(torch.randn(5, 8)).abs().max()) == 0.0
+    assert float(model.meta.matrix(torch.randn(5, 8)).detach().abs().max()) == 0.0
     fixed = {"task_id": 0, "layout": LAYOUT}  # random starts inside cell 4: longer episodes
     kwargs = {"tasks": TASKS, "horizon": 25, "seed": 2, "reset_options": fixed}
     env = BatchedInternalAntEnv(model, 2, greedy=True, **kwargs)
