@@ -64,12 +64,12 @@ def _replay(grid, env_index, actions, task_id):
     gym_env.reset(seed=0, options={"task_id": task_id, "layout": layout})
     total, steps = 0.0, 0
     for a in actions:
-        _, r, terminated, truncated, _ = gym_env.step(int(a))
+        _, r, terminated, truncated, info = gym_env.step(int(a))
         total += r
         steps += 1
         if terminated or truncated:
             break
-    return total, steps, terminated or truncated
+    return total, steps, terminated or truncated, info["colours_visited"]
 
 
 def test_batched_env_rewards_and_steps_equal_the_underlying_episodes():
@@ -90,11 +90,13 @@ def test_batched_env_rewards_and_steps_equal_the_underlying_episodes():
     assert torch.equal(steps, lengths)
     assert (decisions >= 1).all()
     for i in range(12):
-        total, n, ended = _replay(
+        total, n, ended, colours = _replay(
             env.grid, i, env.actions[i, : lengths[i]].tolist(), int(env.grid.task_ids[i])
         )
         assert ended and n == int(lengths[i])
         assert total == float(returns[i]) == float(env.success[i])
+        # frozen at the episode's end, while the finished grid kept stepping with the batch
+        assert colours == int(env.colours[i])
 
 
 def test_switch_threshold_controls_decision_count():

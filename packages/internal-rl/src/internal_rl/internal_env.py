@@ -81,6 +81,10 @@ class BatchedInternalEnv:
     ended in this call; ``reward`` and ``info["primitive_steps"]`` are what those envs
     accumulated since their last code (zero for the others). ``layout`` (keys ``colour_cells``,
     ``wall_cells``, ``agent_cell``) fixes one layout and task 0 for every episode.
+
+    The grids of finished episodes keep stepping with the batch (their moves are ignored), so
+    read episode outcomes from ``success`` and ``colours``, which freeze when an episode ends,
+    never from ``grid.progress``.
     """
 
     def __init__(
@@ -141,6 +145,7 @@ class BatchedInternalEnv:
         self.needs_action = torch.ones(n, dtype=torch.bool, device=self.device)
         self.done = torch.zeros(n, dtype=torch.bool, device=self.device)
         self.success = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.colours = torch.zeros(n, dtype=torch.long, device=self.device)
         self.acc_reward = torch.zeros(n, device=self.device)
         self.acc_steps = torch.zeros(n, dtype=torch.long, device=self.device)
         self.t = 0
@@ -178,6 +183,7 @@ class BatchedInternalEnv:
             self.acc_reward += reward * active
             self.acc_steps += active.long()
             self.success |= active & info["success"]
+            self.colours = torch.where(active, info["colours_visited"], self.colours)
             self.h[rows] = self.meta.step_history(e, self.h[rows])
             self.t += 1
             finished = active & (terminated | truncated)

@@ -141,7 +141,7 @@ def closed_loop(
         env.step(z)
     return {
         "success": float(env.success.float().mean()),
-        "colours": float(env.grid.progress.float().mean()),
+        "colours": float(env.colours.float().mean()),
     }
 
 
