@@ -112,8 +112,8 @@ def grad_accum_steps_per_rank(total_accum_steps: int, world_size: int) -> int:
 def cleanup() -> None:
     """Destroy the process group if one was created, once every rank has reached this call.
 
-    Without the barrier a rank that finishes first tears down its gloo pairs while a peer
-    may still be sending into them; gloo's I/O thread then aborts the process.
+    Without the barrier a rank that finishes first can tear down its gloo pairs while a peer
+    is still sending into them (the likeliest cause of a rank that once aborted in CI at exit).
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
