@@ -8,7 +8,7 @@ from internal_rl.backbone import Backbone, BackboneConfig, ant_backbone_config
 from internal_rl.discovery import ControlledModel
 from internal_rl.envs.grid import GridLayout, GridPinpadEnv
 from internal_rl.incremental import IncrementalBackbone
-from internal_rl.internal_env import BatchedInternalEnv, InternalGridEnv, make_grid
+from internal_rl.internal_env import BatchedInternalEnv, InternalGridEnv, make_grid, prior_exploration
 from internal_rl.metacontroller import Metacontroller, MetacontrollerConfig
 
 
@@ -155,3 +155,15 @@ def test_incremental_route_agrees_with_backbone_step():
                 got = out.action_logits if out.action_logits is not None else out.action_mean
                 want = ref[:, 0] if sel is None else ref[sel, 0]
                 assert torch.allclose(got[:, -1], want, rtol=1e-4, atol=1e-5), (cfg.arch, t)
+
+
+def test_prior_exploration_counts_colours_in_order_and_matches_success():
+    # a switch bias of 0 switches often; the one-colour task makes success and reached[1] the same event
+    out = prior_exploration(controlled_model(), 64, tasks=((0,),), horizon=30, seed=2, variant="paper")
+    assert out["episodes"] == 64 and out["reached"][0] == 64 and len(out["reached"]) == 2
+    assert out["success"] == out["reached"][1] / 64
+    two = prior_exploration(controlled_model(), 64, tasks=((0, 1),), horizon=30, seed=2, variant="paper")
+    assert (
+        two["reached"][0] >= two["reached"][1] >= two["reached"][2]
+        and two["success"] == two["reached"][2] / 64
+    )

@@ -98,6 +98,7 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
         rl_seeds=2,
         alpha_sweep=(0.0, 1.0),
         sweep_steps=2,
+        exploration_episodes=16,
         run_root=tmp_path,
     )  # fmt: skip
     run_dir = reproduce(cfg)
@@ -115,6 +116,11 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     assert results["discovery"]["forced-switch"]["eval/beta_quasi_binary"] == 1.0
     report = (run_dir / "report.md").read_text()
     assert "| raw-action | 2 | 8 |" in report and "## Diagnosis" in report
+    x = results["exploration"]
+    assert (
+        x["reached"][0] == 16 and len(x["reached"]) == 13
+    )  # the paper grid's post-training task: 12 colours
+    assert "## Exploration from the prior" in report and "successes per RL batch of 4" in report
     for name in results["figures"]:
         assert (run_dir / name).stat().st_size > 1000
     assert "success_vs_episodes.png" in results["figures"] and "rate_distortion.png" in results["figures"]

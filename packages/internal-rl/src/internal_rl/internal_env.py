@@ -209,6 +209,38 @@ class BatchedInternalEnv:
         return self.e.clone(), reward, self.done.clone(), info
 
 
+@torch.no_grad()
+def prior_exploration(
+    model: Any,
+    episodes: int,
+    task_set: str = "posttrain",
+    *,
+    tasks: tuple[Task, ...] | None = None,
+    threshold: float = 0.5,
+    horizon: int = 100,
+    variant: str = "paper",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Play codes drawn from the prior N(0, I) at every switch: what internal RL's first policy explores.
+
+    Returns the success rate and ``reached[k]``, the number of episodes that entered at least ``k``
+    colours of their task in order (k = 0 .. task length), so ``reached[k] / reached[k - 1]`` is how
+    often a random code carries an episode through its k-th colour once it got that far.
+    """
+    env = BatchedInternalEnv(model, episodes, task_set, tasks=tasks, threshold=threshold, seed=seed,
+                             horizon=horizon, variant=variant)  # fmt: skip
+    env.reset()
+    generator = torch.Generator().manual_seed(seed)
+    while not env.done.all():
+        env.step(torch.randn(episodes, env.n_z, generator=generator))
+    longest = int(env.grid.task_lengths.max())
+    return {
+        "episodes": episodes,
+        "success": float(env.success.float().mean()),
+        "reached": [int((env.colours >= k).sum()) for k in range(longest + 1)],
+    }
+
+
 class InternalGridEnv(gym.Env):
     """Gymnasium view of one internal environment: action z in Box(n_z), observation e_{t,l}.
 

@@ -133,6 +133,28 @@ def _figures_table(rows: list[dict[str, str]]) -> list[str]:
     return [*lines, ""]
 
 
+def _exploration_table(results: dict[str, Any]) -> list[str]:
+    """How far codes from the prior N(0, I), internal RL's first policy, carry episodes of the RL task."""
+    x = results.get("exploration")
+    if not x:
+        return []
+    reached = x["reached"]
+    lines = [
+        "",
+        f"## Exploration from the prior ({results['rl_task']})",
+        "",
+        f"Codes z ~ N(0, I) at every switch of the first internal-RL metacontroller, {x['episodes']} fresh "
+        f"layouts (what internal RL starts from); success {x['success']:.4f}.",
+        "",
+        "| colours entered in order | episodes | of those that entered the previous one |",
+        "|---:|---:|---:|",
+    ]
+    for k in range(1, len(reached)):
+        share = reached[k] / reached[k - 1] if reached[k - 1] else float("nan")
+        lines.append(f"| {k} | {reached[k]} | {share:.3f} |")
+    return lines
+
+
 def write_report(path: Path, results: dict[str, Any]) -> None:
     """``report.md``: the measured numbers of a reproduce run, with its command and timings."""
     ant = results.get("env") == "ant"
@@ -265,6 +287,7 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             f"{c['eval/segments_per_episode']:.2f} | {c['eval/true_boundaries_per_episode']:.2f} | "
             f"{c['eval/alignment_f1']:.3f} | {c['eval/random_alignment_f1']:.3f} | {c['rl_switch_every']} |",
         ]
+    lines += _exploration_table(results)
     scale = results.get("success_normaliser")
     lines += [
         "",

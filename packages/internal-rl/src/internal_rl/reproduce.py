@@ -38,6 +38,7 @@ from internal_rl import probe as _probe
 from internal_rl import rl as _rl
 from internal_rl import supervised as _supervised
 from internal_rl.baselines import train_raw_action_rl
+from internal_rl.internal_env import prior_exploration
 from internal_rl.report import (
     medians_by_alpha,
     plot_beta,
@@ -88,6 +89,9 @@ class ReproduceConfig:
     raw_action_runs: int | None = None
     """Raw-action RL runs (each ``rl_seeds`` seeds); None = one per base model x metacontroller seed, the
     same count as the other methods (the paper ran raw-action GRPO with 3 seeds)."""
+    exploration_episodes: int = 2048
+    """Grid only: episodes of codes drawn from the prior N(0, I) on the RL task with the first metacontroller,
+    to show how often internal RL's first policy gets through each colour (0 skips)."""
     alpha_sweep: tuple[float, ...] = (0.03, 0.3)
     """Alphas for the rate-distortion plot (each trains one more metacontroller)."""
     sweep_steps: int = 600
@@ -450,6 +454,14 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     if not ant:  # the RL config keeps its own horizon (the small preset's is the small grid's 40)
         rcfg = dataclasses.replace(rcfg, variant=cfg.variant)
     results["rl_task"] = rcfg.tasks or rcfg.task_set
+    if not ant and cfg.exploration_episodes and "internal-rl" in metas:
+        start = time.perf_counter()
+        results["exploration"] = prior_exploration(
+            metas["internal-rl"][0], cfg.exploration_episodes, rcfg.task_set, tasks=_rl.parse_tasks(rcfg.tasks),
+            threshold=rcfg.threshold, horizon=rcfg.horizon, variant=rcfg.variant, seed=cfg.seed,
+        )  # fmt: skip
+        results["exploration"]["rl_batch_size"] = rcfg.batch_size
+        timed("exploration", start)
     results["rl"] = {}
     curves: dict[str, list[list[float]]] = {}
     episodes: list[int] = []
@@ -626,6 +638,17 @@ def diagnose(results: dict[str, Any]) -> list[str]:
             f"post-training task, against {sup['posttrain/none_success']:.3f} / {sup['posttrain/none_colours']:.3f} "
             f"uncontrolled and {sup['posttrain/wrong_success']:.3f} / {sup['posttrain/wrong_colours']:.3f} with a "
             "wrong subgoal: the ceiling of any policy over subgoal codes on this base model."
+        )
+    x = results.get("exploration")
+    if x:
+        reached = x["reached"]
+        rates = ", ".join(
+            f"{reached[k] / reached[k - 1]:.2f}" if reached[k - 1] else "-" for k in range(1, len(reached))
+        )
+        out.append(
+            f"- Codes drawn from the prior (internal RL's first policy) carry an episode through colour 1, 2, ... "
+            f"of the RL task, once it got that far, at rates {rates}; success {x['success']:.4f}, about "
+            f"{x['success'] * x['rl_batch_size']:.1f} successes per RL batch of {x['rl_batch_size']} to learn from."
         )
     c = results["discovery"].get("compile")
     if c:
