@@ -123,12 +123,13 @@ def run_local(
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONFAULTHANDLER"] = "1"
     cmd = [sys.executable, "-m", __name__, "--nproc-per-node", str(nproc), str(script), *map(str, args)]
-    for attempt in range(relaunch_on_signal + 1):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-        if proc.returncode == 0 or not killed_by_signal(proc.stderr) or attempt == relaunch_on_signal:
-            return proc
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    for _ in range(relaunch_on_signal):
+        if proc.returncode == 0 or not killed_by_signal(proc.stderr):
+            break
         warnings.warn(f"a rank died by a signal; relaunching:\n{proc.stderr[-3000:]}", stacklevel=2)
-    raise AssertionError("unreachable")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    return proc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
