@@ -5,22 +5,9 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from internal_rl.backbone import Backbone, BackboneConfig, ant_backbone_config
-from internal_rl.discovery import ControlledModel
 from internal_rl.envs.grid import GridLayout, GridPinpadEnv
 from internal_rl.incremental import IncrementalBackbone
 from internal_rl.internal_env import BatchedInternalEnv, InternalGridEnv, make_grid, prior_exploration
-from internal_rl.metacontroller import Metacontroller, MetacontrollerConfig
-
-
-def controlled_model(seed: int = 0, switch_bias: float = 0.0) -> ControlledModel:
-    torch.manual_seed(seed)
-    base = Backbone(BackboneConfig(n_layers=2, d_model=32, n_heads=4, mlp_hidden=64))
-    meta = Metacontroller(32, MetacontrollerConfig())
-    with torch.no_grad():
-        for p in meta.decoder.parameters():
-            p.normal_(0, 0.3)
-        meta.switch[-1].bias.fill_(switch_bias)
-    return ControlledModel(base, meta).eval()
 
 
 def test_incremental_steps_match_full_forward():
@@ -45,7 +32,7 @@ def test_incremental_steps_match_full_forward():
         assert torch.allclose(torch.cat(outs, 1), ref, rtol=1e-4, atol=1e-5)
 
 
-def test_gym_env_passes_check_env():
+def test_gym_env_passes_check_env(controlled_model):
     env = InternalGridEnv(controlled_model(), "posttrain")
     check_env(env, skip_render_check=True)
     e, _ = env.reset(seed=3)
@@ -72,7 +59,7 @@ def _replay(grid, env_index, actions, task_id):
     return total, steps, terminated or truncated, info["colours_visited"]
 
 
-def test_batched_env_rewards_and_steps_equal_the_underlying_episodes():
+def test_batched_env_rewards_and_steps_equal_the_underlying_episodes(controlled_model):
     # A switch bias of 0 gives beta near 0.5: a mix of switching and holding.
     env = BatchedInternalEnv(controlled_model(switch_bias=0.0), 12, "posttrain", seed=4)
     env.reset()
@@ -99,7 +86,7 @@ def test_batched_env_rewards_and_steps_equal_the_underlying_episodes():
         assert colours == int(env.colours[i])
 
 
-def test_switch_threshold_controls_decision_count():
+def test_switch_threshold_controls_decision_count(controlled_model):
     never = BatchedInternalEnv(controlled_model(switch_bias=-50.0), 6, "posttrain", seed=1)
     always = BatchedInternalEnv(controlled_model(switch_bias=50.0), 6, "posttrain", seed=1)
     counts = []
@@ -157,7 +144,7 @@ def test_incremental_route_agrees_with_backbone_step():
                 assert torch.allclose(got[:, -1], want, rtol=1e-4, atol=1e-5), (cfg.arch, t)
 
 
-def test_prior_exploration_counts_colours_in_order_and_matches_success():
+def test_prior_exploration_counts_colours_in_order_and_matches_success(controlled_model):
     # a switch bias of 0 switches often; the one-colour task makes success and reached[1] the same event
     out = prior_exploration(controlled_model(), 64, tasks=((0,),), horizon=30, seed=2, variant="paper")
     assert out["episodes"] == 64 and out["reached"][0] == 64 and len(out["reached"]) == 2

@@ -16,7 +16,8 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     meta = {"eval/action_nll": 0.95, "eval/kl": 0.001, "eval/switches_per_episode": 0.01,
             "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.0, "eval/random_alignment_f1": 0.0,
             "eval/beta_quasi_binary": 0.6, "alpha": 0.1, "eval/code_subgoal_accuracy": 0.26,
-            "eval/code_subgoal_majority": 0.25, "eval/code_action_accuracy": 0.45, "eval/code_action_majority": 0.25}  # fmt: skip
+            "eval/code_subgoal_majority": 0.25, "eval/code_action_accuracy": 0.45, "eval/code_action_majority": 0.25,
+            "eval/code_cosine_same_subgoal": 0.34, "eval/code_cosine_same_context": -0.54}  # fmt: skip
     compile_entry = {"eval/action_nll": 1.1, "eval/kl_z": 0.02, "eval/segments_per_episode": 3.5,
                      "eval/true_boundaries_per_episode": 2.0, "eval/alignment_f1": 0.25,
                      "eval/random_alignment_f1": 0.2, "alpha_z": 0.1, "alpha_b": 0.3, "rl_switch_every": 10}  # fmt: skip
@@ -30,6 +31,17 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
         "supervised": {"held_out_nll_controlled": 0.3, "held_out_nll_base": 0.4,
                        **{f"{t}/{lab}_{k}": v for t in ("pretrain", "posttrain") for lab, v in
                           (("true", 0.5), ("wrong", 0.1), ("none", 0.2)) for k in ("success", "colours")}},
+    }  # fmt: skip
+    # codes held through an episode pick the first colour no better than the base model alone
+    gains = lambda rates, success: [{"gain": g, "success": success * g, "reached": [], "rates": [r * g for r in rates]}  # noqa: E731
+                                    for g in (0.0, 1.0, 4.0)]  # fmt: skip
+    results["steering"] = {
+        "candidates": 64,
+        "first_colour": [{"colour": c, "uncontrolled": 0.25, "prior": 0.24, "best_screened": 0.4, "best": 0.27,
+                          "subgoal_code": 0.26} for c in range(4)],
+        "transitions": {"rl": {"task": [0, 1, 2, 3], "gains": gains([0.2, 0.05, 0.1, 0.0], 0.0)},
+                        "seen": {"task": [0, 2, 1, 3], "gains": gains([0.2, 0.25, 0.2, 0.15], 0.1)},
+                        "label-driven": {"task": [0, 1, 2, 3], "gains": gains([0.25, 0.2, 0.2, 0.2], 0.2)}},
     }  # fmt: skip
     results["diagnosis"] = diagnose(results)
     results["rate_distortion"] = [{"alpha": a, "switches_per_episode": sw, "action_nll": 0.2, "alignment_f1": 0.5,
@@ -51,12 +63,26 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     assert "do not name the colour an episode heads for" in text
     assert "reach 0.500 success and 0.500 colours on the post-training task" in text
     assert "| posttrain | 0.500 | 0.500 | 0.100 | 0.100 | 0.200 | 0.200 |" in report
-    assert "| internal-rl | 0.260 | 0.250 | 0.450 | 0.250 |" in report
+    assert "| internal-rl | 0.260 | 0.250 | 0.450 | 0.250 | 0.340 | -0.540 |" in report
     assert (
         "| Fig. 4 | label-driven controllers steer" in report
         and "| 0.500 with the true subgoal" not in report
     )
     assert "last colour entered decodes the subgoal at 0.700" in text
+    assert "0.25 of episodes for the base model alone, 0.27 for the best of 64 prior codes" in text
+    assert "no code held throughout picks the first colour" in text
+    assert (
+        "cosine 0.34; codes of different subgoals after the same previous one, -0.54: the codes are relative"
+        in text
+    )
+    assert (
+        "(0-2-1-3) it gets through colour 1, 2, ... at rates 0.20, 0.25, 0.20, 0.15 (success 0.100)" in text
+    )
+    assert "scaled 4x at 0.80, 0.20, 0.40, 0.00 (success 0.000)" in text
+    assert "| 2 | 0.250 | 0.240 | 0.400 | 0.270 | 0.260 |" in report
+    assert "| 0-1-2-3 (RL task) | 4 | 0.000 | 0.800 | 0.200 | 0.400 | 0.000 |" in report
+    assert "| 0-1-2-3 (RL task, label-driven controllers) | 1 | 0.200 | 0.250 |" in report
+    assert "gain 4: rates 1.00, 0.80, 0.80, 0.80, success 0.800. Where they get through" in text
     assert "probe reads the subgoal at 0.500 (layer 1)" in text and "not linearly" in text
     assert "| one-hidden-layer probe (diagnostic) | 0.300 | 0.500 | | |" in report
     plot_success_curves({"a": [[0.0, 0.5], [0.1, 0.3]]}, [4, 8], tmp_path / "s.png", "t")
@@ -99,6 +125,7 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
         alpha_sweep=(0.0, 1.0),
         sweep_steps=2,
         exploration_episodes=16,
+        steering_episodes=16,
         run_root=tmp_path,
     )  # fmt: skip
     run_dir = reproduce(cfg)
@@ -121,6 +148,11 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
         x["reached"][0] == 16 and len(x["reached"]) == 13
     )  # the paper grid's post-training task: 12 colours
     assert "## Exploration from the prior" in report and "successes per RL batch of 4" in report
+    st = results["steering"]
+    assert [r["colour"] for r in st["first_colour"]] == list(range(8)) and st["candidates"] == 16
+    assert st["transitions"]["rl"]["task"] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]
+    assert [g["gain"] for g in st["transitions"]["seen"]["gains"]] == [0.0, 1.0, 2.0, 4.0]
+    assert "## Do the codes steer?" in report and "- Do the codes steer?" in report
     for name in results["figures"]:
         assert (run_dir / name).stat().st_size > 1000
     assert "success_vs_episodes.png" in results["figures"] and "rate_distortion.png" in results["figures"]

@@ -12,6 +12,7 @@ is wrapped in DDP and every rank draws its own batches.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -270,6 +271,66 @@ def code_decodability(z: torch.Tensor, labels: torch.Tensor) -> tuple[float, flo
     return accuracy, majority
 
 
+def subgoal_codes(z: torch.Tensor, subgoals: torch.Tensor) -> torch.Tensor:
+    """Mean code of every subgoal label: z (E, T, n_z), subgoals (E, T; -1 = none) -> (P, n_z).
+
+    A label that never occurs gets a NaN row, so a later use cannot mistake it for a real code.
+    """
+    keep = subgoals >= 0
+    if not keep.any():
+        raise ValueError("no labelled step: cannot average codes per subgoal")
+    zk, yk = z[keep], subgoals[keep]
+    count = torch.bincount(yk, minlength=int(yk.max()) + 1).to(z.dtype)
+    total = torch.zeros(len(count), z.shape[-1], dtype=z.dtype).index_add_(0, yk, zk)
+    return total / count[:, None].where(count[:, None] > 0, torch.tensor(float("nan"), dtype=z.dtype))
+
+
+def previous_subgoals(subgoals: torch.Tensor) -> torch.Tensor:
+    """The subgoal each step's segment followed: (E, T) labels (-1 = none) -> (E, T), -1 in the first segment."""
+    prev = torch.full_like(subgoals, -1)
+    last = torch.full_like(subgoals[:, 0], -1)
+    for t in range(1, subgoals.shape[1]):
+        changed = (subgoals[:, t] != subgoals[:, t - 1]) & (subgoals[:, t] >= 0) & (subgoals[:, t - 1] >= 0)
+        last = torch.where(changed, subgoals[:, t - 1], last)
+        prev[:, t] = torch.where(subgoals[:, t] >= 0, last, -1)
+    return prev
+
+
+def context_codes(z: torch.Tensor, subgoals: torch.Tensor, min_steps: int = 30) -> dict[str, float]:
+    """Are codes absolute ("go to c") or relative to the context ("the first of the usual successors")?
+
+    Averages the codes of every (previous subgoal, subgoal) pair with at least ``min_steps`` steps and
+    returns the mean cosine between pairs that share the subgoal but not the previous one
+    (``same_subgoal``) and between pairs that share the previous subgoal but not the subgoal
+    (``same_context``). Absolute codes give a high ``same_subgoal``; codes that only pick among the
+    successors the base model expects in each context give a low one, and a strongly negative
+    ``same_context`` when two successors share an axis with opposite signs.
+    """
+    prev = previous_subgoals(subgoals)
+    keys, means = [], []
+    for p in range(-1, int(subgoals.max()) + 1):
+        for c in range(int(subgoals.max()) + 1):
+            mask = (prev == p) & (subgoals == c)
+            if int(mask.sum()) >= min_steps:
+                keys.append((p, c))
+                means.append(z[mask].mean(0))
+    if len(keys) < 2:
+        return {"same_subgoal": float("nan"), "same_context": float("nan"), "pairs": len(keys)}
+    unit = torch.nn.functional.normalize(torch.stack(means), dim=1)
+    cos = unit @ unit.T
+    same_subgoal, same_context = [], []
+    for i, j in itertools.combinations(range(len(keys)), 2):
+        if keys[i][1] == keys[j][1] and keys[i][0] != keys[j][0]:
+            same_subgoal.append(float(cos[i, j]))
+        elif keys[i][0] == keys[j][0] and keys[i][1] != keys[j][1]:
+            same_context.append(float(cos[i, j]))
+
+    def mean(x: list[float]) -> float:
+        return sum(x) / len(x) if x else float("nan")
+
+    return {"same_subgoal": mean(same_subgoal), "same_context": mean(same_context), "pairs": len(keys)}
+
+
 @torch.no_grad()
 def switch_statistics(
     model: ControlledModel,
@@ -299,6 +360,9 @@ def switch_statistics(
     steps = data.subgoals.shape[1]
     z = out.z[:, :steps].cpu()
     code_subgoal, subgoal_majority = code_decodability(z, data.subgoals)
+    labelled = bool((data.subgoals >= 0).any())
+    codes = subgoal_codes(z, data.subgoals) if labelled else None
+    contexts = context_codes(z, data.subgoals) if labelled else {}
     code_action = action_majority = float("nan")
     if data.actions.ndim == 2:  # discrete actions (grid)
         code_action, action_majority = code_decodability(z, data.actions)
@@ -316,6 +380,8 @@ def switch_statistics(
         "kl": float(masked_mean(out.kl, batch.mask)),
         "beta": beta,
         "truth": truth,
+        "subgoal_codes": codes,
+        **{f"code_cosine_{k}": v for k, v in contexts.items() if k != "pairs"},
     }
 
 

@@ -80,7 +80,8 @@ class BatchedInternalEnv:
     ``(e, reward, done, info)`` where ``info["decided"]`` marks the envs whose abstract step
     ended in this call; ``reward`` and ``info["primitive_steps"]`` are what those envs
     accumulated since their last code (zero for the others). ``layout`` (keys ``colour_cells``,
-    ``wall_cells``, ``agent_cell``) fixes one layout and task 0 for every episode.
+    ``wall_cells``, ``agent_cell``) fixes one layout and task 0 for every episode. ``control_gain``
+    scales the controller (e + gain U(z) e; 0 is the base model alone), for diagnostics only.
 
     The grids of finished episodes keep stepping with the batch (their moves are ignored), so
     read episode outcomes from ``success`` and ``colours``, which freeze when an episode ends,
@@ -100,8 +101,12 @@ class BatchedInternalEnv:
         horizon: int = 100,
         layout: dict[str, Any] | None = None,
         variant: str = "paper",
+        control_gain: float = 1.0,
     ):
         self.base, self.meta, self.layer = model.base, model.meta, model.layer
+        # e + gain * U(z) e. The paper's environment is gain 1; other gains only serve diagnostics
+        # (internal_rl.steering: do the codes point the right way but push too weakly?).
+        self.control_gain = control_gain
         self.variant = variant
         self.layout = layout
         self.device = next(self.base.parameters()).device
@@ -170,7 +175,7 @@ class BatchedInternalEnv:
             active = ~self.done
             rows = active.nonzero().squeeze(1)  # finished episodes drop out of the model's batch
             e = self.e[rows]
-            out = self.stepper.upper(e + self.meta.control(self.z[rows], e), rows)
+            out = self.stepper.upper(e + self.control_gain * self.meta.control(self.z[rows], e), rows)
             logits = out.action_logits[:, -1]
             if self.greedy:
                 chosen = logits.argmax(-1)

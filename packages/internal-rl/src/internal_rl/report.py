@@ -155,6 +155,51 @@ def _exploration_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _steering_tables(results: dict[str, Any]) -> list[str]:
+    """Do the codes steer? One code held for a whole episode; the mean code of the true next subgoal."""
+    st = results.get("steering")
+    if not st:
+        return []
+    lines = [
+        "",
+        "## Do the codes steer? (closed loop, fresh layouts)",
+        "",
+        "One code held for the whole episode: share of episodes whose first colour is c. The best of "
+        f"{st['candidates']} prior codes is re-measured on fresh layouts (the screened value is biased upwards by the choice).",
+        "",
+        "| colour | base alone | prior codes | best code (screened) | best code (re-measured) | mean code of its subgoal |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in st["first_colour"]:
+        lines.append(
+            f"| {r['colour']} | {r['uncontrolled']:.3f} | {r['prior']:.3f} | {r['best_screened']:.3f} | "
+            f"{r['best']:.3f} | {r.get('subgoal_code', float('nan')):.3f} |"
+        )
+    lines += [
+        "",
+        "The mean posterior code of the true next subgoal at every switch, the controller scaled by a gain "
+        "(gain 0: the base model alone; the paper's environment is gain 1; other gains are a diagnostic): "
+        "share of the episodes at colour k that go on to colour k + 1. The label-driven rows play the one-hot "
+        "code of the true subgoal at every step through the label-driven controllers.",
+        "",
+    ]
+    longest = max(len(e["task"]) for e in st["transitions"].values())
+    heads = ["colour 1", *(f"then {k}" for k in range(2, longest + 1))]
+    lines += [f"| task | gain | success | {' | '.join(heads)} |", "|---|---:|---:|" + "---:|" * longest]
+    for name, entry in st["transitions"].items():
+        task = "-".join(str(c) for c in entry["task"])
+        what = {
+            "rl": "RL task",
+            "seen": "seen transitions only",
+            "label-driven": "RL task, label-driven controllers",
+        }
+        label = f"{task} ({what.get(name, name)})"
+        for g in entry["gains"]:
+            rates = " | ".join(f"{r:.3f}" for r in g["rates"])
+            lines.append(f"| {label} | {g['gain']:g} | {g['success']:.3f} | {rates} |")
+    return lines
+
+
 def write_report(path: Path, results: dict[str, Any]) -> None:
     """``report.md``: the measured numbers of a reproduce run, with its command and timings."""
     ant = results.get("env") == "ant"
@@ -249,15 +294,21 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         lines += [
             "",
             "What the codes z_t stand for: a nearest-class-mean read-out fitted on half the held-out episodes and "
-            "scored on the other half, against the majority label.",
+            "scored on the other half, against the majority label. The cosines compare mean codes of (previous "
+            "subgoal, subgoal) pairs: same subgoal after different previous ones (high if codes are absolute, "
+            '"go to c"), and different subgoals after the same previous one (negative if a code only picks '
+            "among the successors the base model expects there).",
             "",
-            "| method | code -> subgoal | majority | code -> current action | majority |",
-            "|---|---:|---:|---:|---:|",
+            "| method | code -> subgoal | majority | code -> current action | majority | cosine, same subgoal | "
+            "cosine, same previous subgoal |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, m in coded.items():
             lines.append(
                 f"| {name} | {m['eval/code_subgoal_accuracy']:.3f} | {m['eval/code_subgoal_majority']:.3f} | "
-                f"{m['eval/code_action_accuracy']:.3f} | {m['eval/code_action_majority']:.3f} |"
+                f"{m['eval/code_action_accuracy']:.3f} | {m['eval/code_action_majority']:.3f} | "
+                f"{m.get('eval/code_cosine_same_subgoal', float('nan')):.3f} | "
+                f"{m.get('eval/code_cosine_same_context', float('nan')):.3f} |"
             )
     seeded = {k: m for k, m in results["discovery"].items() if len(m.get("seeds", [])) > 1}
     if seeded:
@@ -288,6 +339,7 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
             f"{c['eval/alignment_f1']:.3f} | {c['eval/random_alignment_f1']:.3f} | {c['rl_switch_every']} |",
         ]
     lines += _exploration_table(results)
+    lines += _steering_tables(results)
     scale = results.get("success_normaliser")
     lines += [
         "",

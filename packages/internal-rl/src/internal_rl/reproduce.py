@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -38,6 +39,7 @@ from internal_rl import probe as _probe
 from internal_rl import rl as _rl
 from internal_rl import supervised as _supervised
 from internal_rl.baselines import train_raw_action_rl
+from internal_rl.envs.tasks import grid_task_sets
 from internal_rl.internal_env import prior_exploration
 from internal_rl.report import (
     medians_by_alpha,
@@ -48,6 +50,7 @@ from internal_rl.report import (
     seed_values,
     write_report,
 )
+from internal_rl.steering import first_colour_steering, seen_transition_task, transition_rates
 from latentforge.configs import config_to_dict
 from latentforge.runs import create_run_dir
 
@@ -92,6 +95,10 @@ class ReproduceConfig:
     exploration_episodes: int = 2048
     """Grid only: episodes of codes drawn from the prior N(0, I) on the RL task with the first metacontroller,
     to show how often internal RL's first policy gets through each colour (0 skips)."""
+    steering_episodes: int = 1024
+    """Grid only: episodes per measurement of "do the codes steer?" (internal_rl.steering) with the first
+    metacontroller: one code held for a whole episode, and the mean code of the true next subgoal at
+    every switch of the RL task and of a same-length task of seen transitions (0 skips)."""
     alpha_sweep: tuple[float, ...] = (0.03, 0.3)
     """Alphas for the rate-distortion plot (each trains one more metacontroller)."""
     sweep_steps: int = 600
@@ -355,6 +362,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         timed("probe", start)
 
     # 3. metacontrollers: one clean dataset (D*) shared by every method
+    label_model = None
     if data is None:
         start = time.perf_counter()
         data = load_env_data(cfg, dataclasses.replace(dcfg.data, epsilon=0.0))
@@ -371,6 +379,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
             **common,
         )
         sup = _supervised.train_supervised(scfg, data=data)
+        label_model = sup.model
         results["supervised"] = {**sup.metrics, "run": str(sup.run_dir)}
         timed("supervised", start)
 
@@ -462,6 +471,10 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         )  # fmt: skip
         results["exploration"]["rl_batch_size"] = rcfg.batch_size
         timed("exploration", start)
+    if not ant and cfg.steering_episodes and "internal-rl" in metas:
+        start = time.perf_counter()
+        results["steering"] = _steering(cfg, rcfg, metas["internal-rl"][0], data, label_model)
+        timed("steering", start)
     results["rl"] = {}
     curves: dict[str, list[list[float]]] = {}
     episodes: list[int] = []
@@ -514,6 +527,40 @@ def reproduce(cfg: ReproduceConfig) -> Path:
     return run_dir
 
 
+def _steering(
+    cfg: ReproduceConfig, rcfg: _rl.RLConfig, model: Any, data: Any, label_model: Any = None
+) -> dict[str, Any]:
+    """Closed-loop tests of what the discovered codes do (internal_rl.steering), for the report; with the
+    label-driven controllers (``label_model``), the same oracle over their one-hot codes for comparison."""
+    n = cfg.steering_episodes
+    held = data[max(len(data) - n, 0) :]
+    codes = _discovery.switch_statistics(model, held, torch.device("cpu"))["subgoal_codes"]
+    play = dict(variant=rcfg.variant, horizon=rcfg.horizon, threshold=rcfg.threshold, seed=cfg.seed)
+    rl_tasks = _rl.parse_tasks(rcfg.tasks) or grid_task_sets(rcfg.variant)[rcfg.task_set]
+    tasks = {"rl": rl_tasks[0], "seen": seen_transition_task(rcfg.variant)}
+    out = {
+        "episodes": n,
+        "candidates": min(64, n),
+        "first_colour": first_colour_steering(
+            model,
+            codes=codes,
+            candidates=min(64, n),
+            episodes=max(n // 16, 8),
+            recheck=max(n // 2, 8),
+            **play,
+        ),
+        "transitions": {
+            name: {"task": list(task), "gains": transition_rates(model, codes, task, episodes=n, **play)}
+            for name, task in tasks.items()
+        },
+    }
+    if label_model is not None:  # one-hot codes, a controller per subgoal, switching every step
+        eye = torch.eye(label_model.meta.config.n_z)
+        gains = transition_rates(label_model, eye, tasks["rl"], gains=(1.0, 2.0), episodes=n, **play)
+        out["transitions"]["label-driven"] = {"task": list(tasks["rl"]), "gains": gains}
+    return out
+
+
 def _rate_distortion_point(alpha: float, m: dict[str, Any]) -> dict[str, float]:
     """One metacontroller's point of Fig. 7 from its held-out switch statistics."""
     keys = ("switches_per_episode", "action_nll", "alignment_f1", "random_alignment_f1", "kl")
@@ -564,6 +611,59 @@ def figures_reproduced(results: dict[str, Any]) -> list[dict[str, str]]:
         row("Fig. 8", "internal RL solves the post-training task where raw-action RL does not",
             ours > max(raw, 0.0) + 0.05, f"final success {ours:.3f} vs raw-action {raw:.3f}")  # fmt: skip
     return rows
+
+
+def _steering_diagnosis(st: dict[str, Any] | None) -> list[str]:
+    """Two sentences from :func:`_steering`: whether any code picks the first colour, and where the oracle over
+    the discovered codes stops on the RL task against a task of seen transitions."""
+    if not st:
+        return []
+    rows = st["first_colour"]
+    base = float(np.mean([r["uncontrolled"] for r in rows]))
+    best = float(np.mean([r["best"] for r in rows]))
+    mean_code = float(np.mean([r.get("subgoal_code", float("nan")) for r in rows]))
+    verdict = (
+        "no code held throughout picks the first colour, so the codes are not goals on this grid (they re-encode "
+        "moves, which mean different colours in every layout)"
+        if max(best, mean_code) < base + 0.1
+        else "codes do pick the first colour: they act as goals"
+    )
+    out = [
+        f"- Do the codes steer? With one code held for an episode, the first colour is the intended one in "
+        f"{base:.2f} of episodes for the base model alone, {best:.2f} for the best of {st['candidates']} prior codes and "
+        f"{mean_code:.2f} for the mean code of its subgoal (means over colours): {verdict}."
+    ]
+    tr = st["transitions"]
+
+    def fmt(g: dict[str, Any]) -> str:
+        return ", ".join(f"{r:.2f}" for r in g["rates"])
+
+    if "rl" in tr and "seen" in tr:
+
+        def at(name: str, gain: float) -> dict[str, Any] | None:
+            return next((g for g in tr[name]["gains"] if g["gain"] == gain), None)
+
+        rl1, seen1 = at("rl", 1.0), at("seen", 1.0)
+        if rl1 and seen1:
+            strongest = max(tr["rl"]["gains"], key=lambda g: g["gain"])
+            out.append(
+                f"- Oracle over the discovered codes (mean code of the true next subgoal at every switch): on a task "
+                f"of seen transitions ({'-'.join(map(str, tr['seen']['task']))}) it gets through colour 1, 2, ... at "
+                f"rates {fmt(seen1)} (success {seen1['success']:.3f}); on the RL task ({'-'.join(map(str, tr['rl']['task']))}) "
+                f"at {fmt(rl1)} (success {rl1['success']:.3f}), and with the controller scaled {strongest['gain']:g}x at "
+                f"{fmt(strongest)} (success {strongest['success']:.3f})."
+            )
+    if "label-driven" in tr:
+        by_gain = {g["gain"]: g for g in tr["label-driven"]["gains"]}
+        text = "; ".join(
+            f"gain {k:g}: rates {fmt(g)}, success {g['success']:.3f}" for k, g in sorted(by_gain.items())
+        )
+        out.append(
+            f"- The label-driven controllers (one code per subgoal, the same for every context) on the RL task: {text}. "
+            "Where they get through and the discovered codes do not, the base model can make the unseen "
+            "transitions and what is missing is a code that names the subgoal."
+        )
+    return out
 
 
 def diagnose(results: dict[str, Any]) -> list[str]:
@@ -630,6 +730,17 @@ def diagnose(results: dict[str, Any]) -> list[str]:
                "layouts." if gain_act > gain_sub + 0.05
                else "they stand for neither clearly.")
         )  # fmt: skip
+    same_sub = (d or {}).get("eval/code_cosine_same_subgoal", float("nan"))
+    same_ctx = (d or {}).get("eval/code_cosine_same_context", float("nan"))
+    if not (math.isnan(same_sub) or math.isnan(same_ctx)):
+        relative = same_ctx < 0 and same_sub < 0.5
+        out.append(
+            f"- Mean codes of one subgoal reached from different previous subgoals have cosine {same_sub:.2f}; codes "
+            f"of different subgoals after the same previous one, {same_ctx:.2f}: "
+            + ("the codes are relative. In each context they pick one of the successors the pretraining tasks "
+               "allow there, so no code stands for a transition D* never shows, and the RL task is made of those."
+               if relative else "the codes are close to absolute (one code per subgoal across contexts).")
+        )  # fmt: skip
     sup = results.get("supervised")
     if sup:
         out.append(
@@ -650,6 +761,7 @@ def diagnose(results: dict[str, Any]) -> list[str]:
             f"of the RL task, once it got that far, at rates {rates}; success {x['success']:.4f}, about "
             f"{x['success'] * x['rl_batch_size']:.1f} successes per RL batch of {x['rl_batch_size']} to learn from."
         )
+    out += _steering_diagnosis(results.get("steering"))
     c = results["discovery"].get("compile")
     if c:
         out.append(
