@@ -31,7 +31,7 @@ def test_rule_reproduces_tables_a1_and_a2():
     assert ant_rule.posttrain_task() == ANT_TASK_SETS["posttrain"][0]
 
 
-@pytest.mark.parametrize("variant", ["paper", "small"])
+@pytest.mark.parametrize("variant", sorted(GRID_SPECS))
 def test_pretraining_tasks_never_hold_a_posttraining_transition(variant):
     spec = GRID_SPECS[variant]
     sets = grid_task_sets(variant)
@@ -43,6 +43,12 @@ def test_pretraining_tasks_never_hold_a_posttraining_transition(variant):
         assert max(task) < spec.num_colours
     # every subgoal starts some pretraining task and each has more than one successor (a choice to infer)
     assert {spec.subgoal_of(t[0]) for t in sets["pretrain"]} == set(range(spec.num_subgoals))
+    # every subgoal is followed by all others but the banned next one: P - 2 successors (small6-fixed: 4)
+    successors = {g: set() for g in range(spec.num_subgoals)}
+    for task in sets["pretrain"]:
+        for a, b in transitions(task, spec):
+            successors[a].add(b)
+    assert all(len(s) == spec.num_subgoals - 2 for s in successors.values()), successors
 
 
 def test_spec_validation_names_the_problem():

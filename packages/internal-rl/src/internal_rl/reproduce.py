@@ -626,7 +626,7 @@ def _steering_diagnosis(st: dict[str, Any] | None) -> list[str]:
         "no code held throughout picks the first colour, so the codes are not goals on this grid (they re-encode "
         "moves, which mean different colours in every layout)"
         if max(best, mean_code) < base + 0.1
-        else "codes do pick the first colour: they act as goals"
+        else "codes do pick the first colour: at the start, where every colour is possible, they act as goals"
     )
     out = [
         f"- Do the codes steer? With one code held for an episode, the first colour is the intended one in "
@@ -733,14 +733,19 @@ def diagnose(results: dict[str, Any]) -> list[str]:
     same_sub = (d or {}).get("eval/code_cosine_same_subgoal", float("nan"))
     same_ctx = (d or {}).get("eval/code_cosine_same_context", float("nan"))
     if not (math.isnan(same_sub) or math.isnan(same_ctx)):
-        relative = same_ctx < 0 and same_sub < 0.5
+        if same_ctx < -0.3 and same_sub < 0.5:
+            verdict = (
+                "the codes are relative. In each context they pick one of the successors the pretraining tasks "
+                "allow there, so no code stands for a transition D* never shows, and the RL task is made of those."
+            )
+        elif same_sub >= 0.5:
+            verdict = "the codes are close to absolute (one code per subgoal across contexts)."
+        else:
+            verdict = "the codes are tied to the subgoal only weakly, in either sense."
         out.append(
             f"- Mean codes of one subgoal reached from different previous subgoals have cosine {same_sub:.2f}; codes "
-            f"of different subgoals after the same previous one, {same_ctx:.2f}: "
-            + ("the codes are relative. In each context they pick one of the successors the pretraining tasks "
-               "allow there, so no code stands for a transition D* never shows, and the RL task is made of those."
-               if relative else "the codes are close to absolute (one code per subgoal across contexts).")
-        )  # fmt: skip
+            f"of different subgoals after the same previous one, {same_ctx:.2f}: {verdict}"
+        )
     sup = results.get("supervised")
     if sup:
         out.append(

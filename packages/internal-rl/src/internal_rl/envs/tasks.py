@@ -155,6 +155,10 @@ GRID_SPECS: dict[str, GridSpec] = {
     # "small" with the colours on the four corners in every episode (walls and agent still random):
     # a subgoal is then a place, so a code that says "go there" means the same in every layout.
     "small-fixed": dataclasses.replace(_SMALL, colour_cells=(0, 4, 24, 20)),
+    # Six single-colour subgoals on fixed cells (corners, then two inner cells off the edges' paths): every
+    # context then allows 4 successors, not 2, so a code that names the subgoal ("go to c") costs little more
+    # KL than one that only picks among the successors the base expects there (README, "fourth search").
+    "small6-fixed": dataclasses.replace(_SMALL, num_colours=6, colour_cells=(0, 4, 24, 20, 7, 17)),
     # The paper's own subgoal structure (colour pairs, Table A1's 16 tasks) on the 5 x 5 grid;
     # post-training 0-1-2-3-4-5-6-7 (four pairs, every transition unseen).
     "small-pairs": GridSpec(
