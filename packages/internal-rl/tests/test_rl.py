@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import pytest
 import torch
 
 from internal_rl.backbone import Backbone, BackboneConfig
@@ -131,3 +132,15 @@ def test_internal_rl_trains_on_the_ant_when_the_base_model_is_continuous(tmp_pat
     # each random ant walks the whole horizon or stops early (fell, wall, colour): never more
     assert all(0 < steps <= 12 for steps in history["primitive_steps"])
     assert len(result.success) == 2
+
+
+def test_initial_policy_std_sets_the_spread_of_the_first_codes():
+    obs = torch.randn(4096, 16)
+    for std in (1.0, 3.0):
+        policy = SSMPolicy(16, 8, width=32, init_std=std)
+        mean, _ = policy.step(obs, policy.init_state(4096))
+        z = mean + policy.log_std.exp() * torch.randn(4096, 8, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(mean, torch.zeros_like(mean))  # the mean head starts at zero: N(0, std^2 I)
+        assert abs(float(z.std()) - std) < 0.05 * std
+    with pytest.raises(ValueError, match="init_std must be positive"):
+        SSMPolicy(16, 8, init_std=0.0)

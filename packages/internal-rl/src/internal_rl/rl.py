@@ -3,8 +3,8 @@
 The policy pi(z_t | e_{1:t}) is a 1-layer SSM over the residual observations of the internal
 environment, acting only when the switching unit fires. The update is critic-free PPO-clip with
 the trajectory-level advantage A = (R - mean R) / (std R + delta) over the batch (GRPO without
-groups). The mean head starts at zero and the log-std at 0, so the initial policy is the
-metacontroller's prior N(0, I).
+groups). The mean head starts at zero and the std at ``init_std`` (default 1), so the initial policy is
+the metacontroller's prior N(0, I).
 
     internal-rl rl tiny --metacontroller-run runs/internal-rl/<discovery run>
 """
@@ -12,6 +12,7 @@ metacontroller's prior N(0, I).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class RLConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     policy_width: int = 256
     """Embedding of the 1-layer SSM policy."""
+    init_std: float = 1.0
+    """Standard deviation of the initial policy N(0, init_std^2 I); 1 is the metacontroller's prior. The paper
+    does not state it."""
     steps: int = 100_000
     """Rollout + update iterations (Table A13 "train steps")."""
     batch_size: int = 1024
@@ -136,7 +140,7 @@ PRESETS = {
 class SSMPolicy(nn.Module):
     """pi(z | e_{1:t}): one diagonal linear-recurrence layer + MLP, Gaussian head over z."""
 
-    def __init__(self, obs_dim: int, n_z: int, width: int = 256):
+    def __init__(self, obs_dim: int, n_z: int, width: int = 256, init_std: float = 1.0):
         super().__init__()
         self.width = width
         self.inp = nn.Linear(obs_dim, width)
@@ -146,7 +150,9 @@ class SSMPolicy(nn.Module):
         self.mean = nn.Linear(width, n_z)
         nn.init.zeros_(self.mean.weight)
         nn.init.zeros_(self.mean.bias)
-        self.log_std = nn.Parameter(torch.zeros(n_z))
+        if init_std <= 0:
+            raise ValueError(f"init_std must be positive, got {init_std}")
+        self.log_std = nn.Parameter(torch.full((n_z,), math.log(init_std)))
 
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(batch, self.width, device=device)
@@ -386,7 +392,7 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
             model = load_metacontroller(cfg.metacontroller_run, resolve_device(cfg.device))
     model.eval().requires_grad_(False)
     seed_everything(cfg.seed)
-    policy = SSMPolicy(model.base.config.d_model, model.meta.config.n_z, cfg.policy_width)
+    policy = SSMPolicy(model.base.config.d_model, model.meta.config.n_z, cfg.policy_width, cfg.init_std)
     # the base model's action head says which world it was pretrained on: softmax -> grid, Gaussian -> ant
     make_env = BatchedInternalEnv if model.base.config.discrete_actions else _ant_env
     env = make_env(
