@@ -614,8 +614,8 @@ def figures_reproduced(results: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _steering_diagnosis(st: dict[str, Any] | None) -> list[str]:
-    """Two sentences from :func:`_steering`: whether any code picks the first colour, and where the oracle over
-    the discovered codes stops on the RL task against a task of seen transitions."""
+    """Sentences from :func:`_steering`: whether any code picks the first colour, where the oracle over the
+    discovered codes stops on the RL task against a task of seen transitions, and the label-driven oracle."""
     if not st:
         return []
     rows = st["first_colour"]
