@@ -247,6 +247,21 @@ def random_switches(
     return out
 
 
+def subgoal_codes(z: torch.Tensor, subgoals: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Mean code of every subgoal label: z (..., n_z), subgoals (...; -1 = none) -> (P, n_z).
+
+    P is ``num_classes`` or the largest label + 1. A label that never occurs gets a NaN row, so a later
+    use cannot mistake it for a real code.
+    """
+    keep = subgoals >= 0
+    if not keep.any():
+        raise ValueError("no labelled step: cannot average codes per subgoal")
+    zk, yk = z[keep], subgoals[keep]
+    count = torch.bincount(yk, minlength=num_classes or int(yk.max()) + 1).to(z.dtype)
+    total = torch.zeros(len(count), z.shape[-1], dtype=z.dtype).index_add_(0, yk, zk)
+    return total / count[:, None].where(count[:, None] > 0, torch.tensor(float("nan"), dtype=z.dtype))
+
+
 def code_decodability(z: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """How well codes z (E, T, n_z) tell ``labels`` (E, T; -1 = none): nearest class mean, fitted on the
     first half of the episodes and scored on the second, against the majority label of the first half.
@@ -255,34 +270,19 @@ def code_decodability(z: torch.Tensor, labels: torch.Tensor) -> tuple[float, flo
     current action (a code that only re-encodes primitive moves).
     """
     half = labels.shape[0] // 2
-    fit, test = labels[:half] >= 0, labels[half:] >= 0
+    test = labels[half:] >= 0
     classes = int(labels.max()) + 1
-    if half == 0 or classes < 2 or not test.any():
+    if half == 0 or classes < 2 or not test.any() or not (labels[:half] >= 0).any():
         return float("nan"), float("nan")
-    zf, yf = z[:half][fit], labels[:half][fit]
-    counts = torch.bincount(yf, minlength=classes)
-    means = (
-        torch.zeros(classes, z.shape[-1], dtype=z.dtype).index_add_(0, yf, zf) / counts.clamp(min=1)[:, None]
-    )
+    means = subgoal_codes(z[:half], labels[:half], classes)
+    counts = torch.bincount(labels[:half][labels[:half] >= 0], minlength=classes)
     zt, yt = z[half:][test], labels[half:][test]
-    distance = torch.cdist(zt, means).masked_fill(counts[None] == 0, float("inf"))  # unseen: never predicted
+    distance = torch.cdist(zt, means.nan_to_num(0.0)).masked_fill(
+        counts[None] == 0, float("inf")
+    )  # unseen: never predicted
     accuracy = float((distance.argmin(1) == yt).float().mean())
     majority = float((yt == counts.argmax()).float().mean())
     return accuracy, majority
-
-
-def subgoal_codes(z: torch.Tensor, subgoals: torch.Tensor) -> torch.Tensor:
-    """Mean code of every subgoal label: z (E, T, n_z), subgoals (E, T; -1 = none) -> (P, n_z).
-
-    A label that never occurs gets a NaN row, so a later use cannot mistake it for a real code.
-    """
-    keep = subgoals >= 0
-    if not keep.any():
-        raise ValueError("no labelled step: cannot average codes per subgoal")
-    zk, yk = z[keep], subgoals[keep]
-    count = torch.bincount(yk, minlength=int(yk.max()) + 1).to(z.dtype)
-    total = torch.zeros(len(count), z.shape[-1], dtype=z.dtype).index_add_(0, yk, zk)
-    return total / count[:, None].where(count[:, None] > 0, torch.tensor(float("nan"), dtype=z.dtype))
 
 
 def previous_subgoals(subgoals: torch.Tensor) -> torch.Tensor:

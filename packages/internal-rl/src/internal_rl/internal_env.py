@@ -135,6 +135,10 @@ class BatchedInternalEnv:
         """(N,) primitive steps each episode has taken so far."""
         return (self.actions >= 0).sum(1)
 
+    def reached(self, longest: int) -> list[int]:
+        """Episodes that entered at least k colours of their task in order, for k = 0 .. ``longest``."""
+        return [int((self.colours >= k).sum()) for k in range(longest + 1)]
+
     @torch.no_grad()
     def reset(self) -> torch.Tensor:
         n = self.num_envs
@@ -242,7 +246,7 @@ def prior_exploration(
     return {
         "episodes": episodes,
         "success": float(env.success.float().mean()),
-        "reached": [int((env.colours >= k).sum()) for k in range(longest + 1)],
+        "reached": env.reached(longest),
     }
 
 

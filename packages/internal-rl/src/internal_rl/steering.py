@@ -124,7 +124,7 @@ def transition_rates(
         while not env.done.all():
             nxt = env.grid.next_colours().clamp(min=0).cpu()
             env.step(codes[subgoal[nxt]])
-        reached = [int((env.colours >= k).sum()) for k in range(len(task) + 1)]
+        reached = env.reached(len(task))
         rates = [reached[k + 1] / reached[k] if reached[k] else float("nan") for k in range(len(task))]
         out.append(
             {"gain": gain, "success": float(env.success.float().mean()), "reached": reached, "rates": rates}
