@@ -23,7 +23,9 @@ def test_subgoal_codes_average_labelled_steps_and_mark_absent_labels():
         subgoal_codes(z, torch.full((2, 3), -1))
 
 
-@pytest.mark.parametrize("variant", ["small", "small-fixed", "small6-fixed", "small-pairs", "paper"])
+@pytest.mark.parametrize(
+    "variant", ["small", "small-fixed", "small6-fixed", "small8-fixed", "small-pairs", "paper"]
+)
 def test_seen_transition_task_matches_the_rl_task_but_uses_only_pretraining_transitions(variant):
     spec = get_grid_spec(variant)
     task, post = seen_transition_task(variant), spec.posttrain_task()

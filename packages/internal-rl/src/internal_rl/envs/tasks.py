@@ -159,6 +159,8 @@ GRID_SPECS: dict[str, GridSpec] = {
     # context then allows 4 successors, not 2, so a code that names the subgoal ("go to c") costs little more
     # KL than one that only picks among the successors the base expects there (README, "fourth search").
     "small6-fixed": dataclasses.replace(_SMALL, num_colours=6, colour_cells=(0, 4, 24, 20, 7, 17)),
+    # Eight: the corners and the four diagonal neighbours of the centre; 6 successors per subgoal.
+    "small8-fixed": dataclasses.replace(_SMALL, num_colours=8, colour_cells=(0, 4, 24, 20, 6, 8, 18, 16)),
     # The paper's own subgoal structure (colour pairs, Table A1's 16 tasks) on the 5 x 5 grid;
     # post-training 0-1-2-3-4-5-6-7 (four pairs, every transition unseen).
     "small-pairs": GridSpec(
