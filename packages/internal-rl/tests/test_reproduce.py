@@ -43,6 +43,9 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
                         "seen": {"task": [0, 2, 1, 3], "gains": gains([0.2, 0.25, 0.2, 0.15], 0.1)},
                         "label-driven": {"task": [0, 1, 2, 3], "gains": gains([0.25, 0.2, 0.2, 0.2], 0.2)}},
     }  # fmt: skip
+    control = {"metrics": [{"initial_success": 0.0, "final_success": 0.5}, {"initial_success": 0.01,
+               "final_success": 0.7}], "decisions": [[2.0, 3.0], [2.0, 4.0]], "episodes": [4, 8]}  # fmt: skip
+    results["rl"]["subgoal-codes"] = control
     results["diagnosis"] = diagnose(results)
     results["rate_distortion"] = [{"alpha": a, "switches_per_episode": sw, "action_nll": 0.2, "alignment_f1": 0.5,
                                    "random_alignment_f1": 0.3, "kl": 0.1} for a, sw in ((0.03, 5.0), (0.1, 1.0), (0.3, 0.1))]  # fmt: skip
@@ -50,13 +53,17 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     results["figures_reproduced"] = figures_reproduced(results)
     verdicts = {r["figure"]: r["reproduced"] for r in results["figures_reproduced"]}
     # probes at chance, label-driven controllers steer, switches miss the changes, switching falls with
-    # alpha through the 2 true changes, internal RL no better than raw-action RL
-    assert verdicts == {"Fig. 3": "no", "Fig. 4": "yes", "Figs. 6, A3": "no", "Fig. 7": "yes", "Fig. 8": "no"}
+    # alpha through the 2 true changes, internal RL no better than raw-action RL; the control over
+    # label-driven codes (median 0.6) far above raw-action RL (0.2)
+    assert verdicts == {"Fig. 3": "no", "Fig. 4": "yes", "Figs. 6, A3": "no", "Fig. 7": "yes", "Fig. 8": "no",
+                        "Fig. 8, RL half (control)": "yes"}  # fmt: skip
     text = " ".join(results["diagnosis"])
     assert "almost never switches" in text and "KL collapse" in text and "no linearly decodable" in text
     write_report(tmp_path / "report.md", results)
     report = (tmp_path / "report.md").read_text()
     assert "| internal-rl | 2 | 8 | 0.000 [0.000, 0.000] | 0.200 [0.100, 0.300] | 1.2 |" in report
+    assert "| subgoal-codes | 2 | 8 |" in report and "positive control, not a method of the paper" in report
+    assert "ends at 0.600 success against 0.200 over the discovered codes" in text and "is discovery" in text
     assert "| 0.1 | 0.3 | 1.100 | 0.020 | 3.50 | 2.00 | 0.250 | 0.200 | 10 |" in report
     assert "| compile | 0.1 |" not in report  # CompILE has no gate: not a row of the metacontroller table
     assert "switches every 10 primitive steps" in text
@@ -130,7 +137,22 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     )  # fmt: skip
     run_dir = reproduce(cfg)
     results = json.loads((run_dir / "results.json").read_text())
-    assert set(results["rl"]) == {"internal-rl", "forced-switch", "cotrained", "compile", "raw-action"}
+    assert set(results["rl"]) == {
+        "internal-rl",
+        "forced-switch",
+        "cotrained",
+        "compile",
+        "raw-action",
+        "subgoal-codes",
+    }
+    control_runs = sorted((run_dir / "stages" / "internal-rl").glob("*rl-subgoal-codes*"))
+    assert len(control_runs) == 2  # and only the control switches at the true subgoal changes
+    assert all(json.loads((r / "config.json").read_text())["switch_on_subgoal"] for r in control_runs)
+    assert not json.loads(
+        next((run_dir / "stages" / "internal-rl").glob("*rl-internal-rl*"))
+        .joinpath("config.json")
+        .read_text()
+    )["switch_on_subgoal"]
     assert results["discovery"]["compile"]["eval/segments_per_episode"] >= 1.0
     for entry in results["rl"].values():
         assert len(entry["metrics"]) == 2 and entry["episodes"][-1] == 8

@@ -9,7 +9,7 @@ from internal_rl import cli, compile_rl, discovery, pretrain, rl
 from internal_rl.backbone import ant_backbone_config
 from internal_rl.pretrain import ANT_ENV, DataConfig
 from internal_rl.report import write_report
-from internal_rl.reproduce import PRESETS, ReproduceConfig, diagnose, load_env_data, reproduce
+from internal_rl.reproduce import PAPER_METHODS, PRESETS, ReproduceConfig, diagnose, load_env_data, reproduce
 
 
 def test_paper_ant_preset_holds_the_papers_ant_settings():
@@ -59,7 +59,11 @@ def test_grid_presets_stay_grid_and_the_cli_lists_the_ant_presets():
         assert cfg.env == "grid" and "raw-action" in cfg.methods
     tiny_ant = PRESETS["tiny-ant"]()
     assert tiny_ant.env == "ant" and tiny_ant.rl.horizon == tiny_ant.ant_horizon
-    assert tiny_ant.methods == PRESETS["tiny"]().methods  # the ant runs the grid's five methods
+    # the ant runs the grid's five methods; the grid adds the label-driven control
+    assert tiny_ant.methods == PAPER_METHODS and PRESETS["tiny"]().methods == (
+        *PAPER_METHODS,
+        "subgoal-codes",
+    )
     assert pretrain.PRESETS[tiny_ant.pretrain_preset]().data.env_id == ANT_ENV
     assert tiny_ant.discovery.meta.rank == 0 and tiny_ant.compile.compile.rank == 0
     with pytest.raises(SystemExit, match="paper-ant"):

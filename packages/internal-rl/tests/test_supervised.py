@@ -9,8 +9,9 @@ import torch
 from internal_rl.backbone import Backbone, BackboneConfig
 from internal_rl.data import generate_trajectories
 from internal_rl.discovery import ControlledModel
+from internal_rl.internal_env import BatchedInternalEnv
 from internal_rl.metacontroller import Metacontroller, MetacontrollerConfig
-from internal_rl.supervised import _uncontrolled, closed_loop, small_config, train_supervised
+from internal_rl.supervised import SubgoalCodes, _uncontrolled, closed_loop, small_config, train_supervised
 
 GRID = "internal_rl/GridPinpad-v0"
 
@@ -65,3 +66,39 @@ def test_no_control_is_the_base_model_alone_whatever_the_label():
     assert closed_loop(plain, "pretrain", "none", **kw) == closed_loop(plain, "pretrain", "true", **kw)
     with pytest.raises(ValueError, match="labels"):
         closed_loop(ControlledModel(base, meta), "pretrain", "oracle", **kw)
+
+
+def test_subgoal_codes_play_the_argmax_controller_and_switch_only_at_subgoal_boundaries():
+    data = _small_grid_data(8)
+    base = _base(data.observations.shape[-1])
+    meta = Metacontroller(32, MetacontrollerConfig(n_z=4, rank=4, forced_switch=True))
+    with torch.no_grad():
+        for p in meta.decoder.parameters():
+            p.normal_(0, 0.5)
+    codes = SubgoalCodes(meta)
+    z, e = torch.tensor([[0.1, 2.0, -1.0, 0.3], [5.0, 0.0, 0.0, 0.0]]), torch.randn(2, 32)
+    expected = meta.control(torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]), e)
+    assert torch.allclose(codes.control(z, e), expected)
+    assert codes.switch_prob(e, codes.init_history(2), z).eq(0).all()
+
+    env = BatchedInternalEnv(ControlledModel(base, codes), 16, "pretrain", horizon=40, variant="small",
+                             switch_on_subgoal=True, seed=2)  # fmt: skip
+    env.reset()
+    decisions = torch.ones(16, dtype=torch.long)
+    while not env.done.all():
+        _, _, _, info = env.step(torch.randn(16, 4))
+        decisions += (info["decided"] & ~env.done).long()
+    # a new code exactly when the task's next colour changed, never in between
+    changes = (env.subgoals[:, 1:] != env.subgoals[:, :-1]) & (env.subgoals[:, 1:] >= 0)
+    assert torch.equal(env.switch_steps[:, 1:], changes)
+    assert torch.equal(decisions, 1 + changes.sum(1))
+    assert changes.any()
+    # without the flag a switching unit that never fires asks for one code per episode
+    env = BatchedInternalEnv(
+        ControlledModel(base, codes), 16, "pretrain", horizon=40, variant="small", seed=2
+    )
+    env.reset()
+    while not env.done.all():
+        _, _, _, info = env.step(torch.randn(16, 4))
+        assert not (info["decided"] & ~env.done).any()
+    assert not env.switch_steps[:, 1:].any()

@@ -82,6 +82,8 @@ class BatchedInternalEnv:
     accumulated since their last code (zero for the others). ``layout`` (keys ``colour_cells``,
     ``wall_cells``, ``agent_cell``) fixes one layout and task 0 for every episode. ``control_gain``
     scales the controller (e + gain U(z) e; 0 is the base model alone), for diagnostics only.
+    ``switch_on_subgoal`` also fires the switch whenever the task's next colour changes (the true
+    subgoal boundary), for controllers without a switching unit (the label-driven ones).
 
     The grids of finished episodes keep stepping with the batch (their moves are ignored), so
     read episode outcomes from ``success`` and ``colours``, which freeze when an episode ends,
@@ -102,11 +104,13 @@ class BatchedInternalEnv:
         layout: dict[str, Any] | None = None,
         variant: str = "paper",
         control_gain: float = 1.0,
+        switch_on_subgoal: bool = False,
     ):
         self.base, self.meta, self.layer = model.base, model.meta, model.layer
         # e + gain * U(z) e. The paper's environment is gain 1; other gains only serve diagnostics
         # (internal_rl.steering: do the codes point the right way but push too weakly?).
         self.control_gain = control_gain
+        self.switch_on_subgoal = switch_on_subgoal
         self.variant = variant
         self.layout = layout
         self.device = next(self.base.parameters()).device
@@ -205,6 +209,8 @@ class BatchedInternalEnv:
                 beta = self.meta.switch_prob(self.e[rows], self.h[rows], self.z[rows])
                 self.betas[rows, self.t] = beta
                 fired[rows] = beta >= self.threshold
+                if self.switch_on_subgoal:
+                    fired[rows] |= self.subgoals[rows, self.t] != self.subgoals[rows, self.t - 1]
                 self.switch_steps[:, self.t] = fired
             self.needs_action |= fired
             decided |= fired | finished

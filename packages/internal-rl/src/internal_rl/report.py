@@ -37,7 +37,9 @@ def plot_success_curves(
             continue
         med = np.median(y, 0)
         lo, hi = np.percentile(y, 25, 0), np.percentile(y, 75, 0)
-        (line,) = ax.plot(x[: len(med)], med, label=name)
+        control = name == "subgoal-codes"  # the positive control, dashed: not a method of the paper
+        (line,) = ax.plot(x[: len(med)], med, ls="--" if control else "-",
+                          label=f"{name} (control)" if control else name)  # fmt: skip
         ax.fill_between(x[: len(med)], lo, hi, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("episodes")
     ax.set_ylabel(ylabel)
@@ -349,6 +351,13 @@ def write_report(path: Path, results: dict[str, Any]) -> None:
         "median over runs [min, max]; the last column is the final success as median [25%, 75%].",
         "",
     ]
+    if "subgoal-codes" in results["rl"]:
+        lines += [
+            "`subgoal-codes` is a positive control, not a method of the paper: internal RL over the label-driven "
+            "controllers, a code per true subgoal (the argmax of a Gaussian z), switching at the true subgoal "
+            "changes. It shows what RL at the abstract timescale does once the codes name subgoals.",
+            "",
+        ]
     if scale:
         lines += [
             f"Normalised columns divide by {scale}, the paper expert's success on this task (C.1.1), as "

@@ -145,6 +145,36 @@ def closed_loop(
     }
 
 
+class SubgoalCodes(torch.nn.Module):
+    """The label-driven controllers as an internal-RL action space: a positive control.
+
+    A code z in R^K plays controller argmax(z), so a Gaussian policy over z, initialised at
+    N(0, I), starts uniform over the K subgoals. There is no switching unit: the environment must
+    switch at the true subgoal boundaries (``BatchedInternalEnv(switch_on_subgoal=True)``). Internal
+    RL over these codes asks whether RL at the abstract timescale learns the post-training task
+    when every code names a subgoal, which separates the RL half of the paper's claim from the
+    discovery half.
+    """
+
+    def __init__(self, meta: Metacontroller):
+        super().__init__()
+        self.inner = meta
+        self.config = meta.config  # the environment and the policy read config.n_z
+
+    def control(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        one_hot = F.one_hot(z.argmax(-1), self.config.n_z).to(e.dtype)
+        return self.inner.control(one_hot, e)
+
+    def init_history(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(batch, 1, device=device)
+
+    def step_history(self, e: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
+        return h_prev
+
+    def switch_prob(self, e: torch.Tensor, h_prev: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(e.shape[0], device=e.device, dtype=e.dtype)
+
+
 def _uncontrolled(meta: Metacontroller) -> Metacontroller:
     """A copy whose decoder outputs exactly 0, so U = 0 for every code (the base model alone)."""
     clone = Metacontroller(meta.d_model, meta.config)
