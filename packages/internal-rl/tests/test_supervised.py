@@ -11,7 +11,14 @@ from internal_rl.data import generate_trajectories
 from internal_rl.discovery import ControlledModel
 from internal_rl.internal_env import BatchedInternalEnv
 from internal_rl.metacontroller import Metacontroller, MetacontrollerConfig
-from internal_rl.supervised import SubgoalCodes, _uncontrolled, closed_loop, small_config, train_supervised
+from internal_rl.supervised import (
+    SubgoalCodes,
+    _uncontrolled,
+    closed_loop,
+    load_label_codes,
+    small_config,
+    train_supervised,
+)
 
 GRID = "internal_rl/GridPinpad-v0"
 
@@ -102,3 +109,32 @@ def test_subgoal_codes_play_the_argmax_controller_and_switch_only_at_subgoal_bou
         _, _, _, info = env.step(torch.randn(16, 4))
         assert not (info["decided"] & ~env.done).any()
     assert not env.switch_steps[:, 1:].any()
+
+
+def test_rl_over_a_label_run_switches_at_subgoal_changes_and_needs_exactly_one_source(tmp_path):
+    from internal_rl import rl
+
+    data = _small_grid_data(60)
+    base = _base(data.observations.shape[-1])
+    cfg = dataclasses.replace(small_config(), steps=3, batch_size=8, rollout_episodes=4, run_root=tmp_path)
+    run = train_supervised(cfg, data=data, base=base).run_dir
+    codes = load_label_codes(run)
+    assert isinstance(codes.meta, SubgoalCodes) and codes.meta.config.n_z == int(data.subgoals.max()) + 1
+    for k, v in base.state_dict().items():  # the checkpoint carries its base model
+        assert torch.equal(codes.base.state_dict()[k], v)
+    rcfg = dataclasses.replace(rl.small_config(), label_run=run, steps=2, batch_size=8, run_root=tmp_path)
+    out = rl.train_internal_rl(rcfg)
+    assert json.loads((out.run_dir / "config.json").read_text())["switch_on_subgoal"]
+    assert len(out.success) == 2
+    with pytest.raises(ValueError, match="one of"):
+        rl.train_internal_rl(dataclasses.replace(rcfg, metacontroller_run=run))
+    with pytest.raises(ValueError, match="not a label-driven"):
+        load_label_codes(_discovery_run(tmp_path, base, data))
+
+
+def _discovery_run(tmp_path, base, data):
+    from internal_rl import discovery
+
+    cfg = dataclasses.replace(discovery.small_config(), steps=2, batch_size=4, eval_every=2, checkpoint_every=2,
+                              eval_episodes=4, run_root=tmp_path)  # fmt: skip
+    return discovery.train_metacontroller(cfg, data=data, base=base).run_dir

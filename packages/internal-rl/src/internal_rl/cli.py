@@ -110,7 +110,7 @@ def compile(config: Annotated[CompilePreset, tyro.conf.arg(name="")]) -> None:  
 
 @tyro.conf.configure(tyro.conf.OmitSubcommandPrefixes)
 def rl(config: Annotated[RLPreset, tyro.conf.arg(name="")]) -> None:  # type: ignore[valid-type]
-    """Internal RL over latent codes (preset small, tiny, paper-grid or paper-ant; set --metacontroller-run or --compile-run)."""
+    """Internal RL over latent codes (preset small, tiny, paper-grid or paper-ant; set --metacontroller-run, --compile-run or --label-run)."""
     result = _rl.train_internal_rl(config)
     _print_run(result)
 

@@ -11,6 +11,7 @@ the metacontroller's prior N(0, I).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -64,6 +65,9 @@ class RLConfig:
     """Discovery run folder whose base model, decoder and switching unit form the environment."""
     compile_run: Path | None = None
     """Instead: a CompILE run folder (``internal-rl compile``); its decoder acts, switching every k steps."""
+    label_run: Path | None = None
+    """Instead: a label-driven controllers run (``internal-rl supervised``), the positive control: a code per
+    true subgoal, switching at the true subgoal changes (``supervised.SubgoalCodes``; grid only)."""
     task_set: str = "posttrain"
     tasks: str = ""
     """Explicit tasks instead of ``task_set`` (e.g. "0-1" for an easy one)."""
@@ -384,9 +388,17 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
     if model is None:
         from internal_rl.pretrain import resolve_device
 
-        if (cfg.metacontroller_run is None) == (cfg.compile_run is None):
-            raise ValueError("set one of metacontroller_run or compile_run: the run whose decoder acts")
-        if cfg.compile_run is not None:
+        sources = (cfg.metacontroller_run, cfg.compile_run, cfg.label_run)
+        if sum(run is not None for run in sources) != 1:
+            raise ValueError(
+                "set one of metacontroller_run, compile_run or label_run: the run whose decoder acts"
+            )
+        if cfg.label_run is not None:
+            from internal_rl.supervised import load_label_codes
+
+            model = load_label_codes(cfg.label_run, resolve_device(cfg.device))
+            cfg = dataclasses.replace(cfg, switch_on_subgoal=True)  # the codes have no switching unit
+        elif cfg.compile_run is not None:
             from internal_rl.compile_rl import load_compile_controlled
 
             model = load_compile_controlled(cfg.compile_run, resolve_device(cfg.device))
@@ -414,5 +426,9 @@ def train_internal_rl(cfg: RLConfig, model: Any = None) -> RLResult:
         policy,
         collect_fn,
         policy_log_probs,
-        extra={"metacontroller_run": str(cfg.metacontroller_run), "compile_run": str(cfg.compile_run)},
+        extra={
+            "metacontroller_run": str(cfg.metacontroller_run),
+            "compile_run": str(cfg.compile_run),
+            "label_run": str(cfg.label_run),
+        },
     )

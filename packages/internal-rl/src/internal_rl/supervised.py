@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from internal_rl.discovery import ControlledModel
+from internal_rl.discovery import ControlledModel, load_metacontroller
 from internal_rl.internal_env import BatchedInternalEnv
 from internal_rl.metacontroller import Metacontroller, MetacontrollerConfig
 from internal_rl.pretrain import CHECKPOINTS, Batch, DataConfig, action_nll, load_backbone, load_data
@@ -175,6 +175,15 @@ class SubgoalCodes(torch.nn.Module):
         return torch.zeros(e.shape[0], device=e.device, dtype=e.dtype)
 
 
+def load_label_codes(run: str | Path, device: str | torch.device = "cpu") -> ControlledModel:
+    """The label-driven controllers of a ``supervised`` run folder as internal-RL codes (:class:`SubgoalCodes`)
+    on their frozen base model."""
+    model = load_metacontroller(run, device)
+    if not model.meta.config.forced_switch:
+        raise ValueError(f"{run} is a discovery run, not a label-driven (supervised) one")
+    return ControlledModel(model.base, SubgoalCodes(model.meta)).eval()
+
+
 def _uncontrolled(meta: Metacontroller) -> Metacontroller:
     """A copy whose decoder outputs exactly 0, so U = 0 for every code (the base model alone)."""
     clone = Metacontroller(meta.d_model, meta.config)
@@ -235,5 +244,11 @@ def train_supervised(cfg: SupervisedConfig, data: Any = None, base: Any = None) 
                 metrics[f"{task_set}/{labels}_{key}"] = value
     metrics["seconds_this_session"] = time.perf_counter() - t0
     (run_dir / "results.json").write_text(json.dumps(metrics, indent=2))
-    save_checkpoint(run_dir / CHECKPOINTS, model=meta, step=cfg.steps, extra={"base_run": str(cfg.base_run)})
+    # base + controllers in one checkpoint, in the discovery runs' layout (load_label_codes reads it)
+    extra = {
+        "backbone": config_to_dict(base.config),
+        "meta": config_to_dict(meta.config),
+        "base_run": str(cfg.base_run),
+    }
+    save_checkpoint(run_dir / CHECKPOINTS, model=model, step=cfg.steps, extra=extra)
     return SupervisedResult(run_dir=run_dir, model=model, metrics=metrics)
