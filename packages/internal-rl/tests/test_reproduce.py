@@ -195,9 +195,13 @@ def test_cli_variant_reaches_every_stage_and_bad_values_stop_before_work(tmp_pat
     cli.reproduce("small", run_root=tmp_path, variant="small-fixed")
     assert seen[-1].variant == "small-fixed" and seen[-1].run_root == tmp_path
     cli.reproduce("small", run_root=tmp_path)
-    assert seen[-1].variant == "small"
+    assert seen[-1].variant == "small" and seen[-1].rl.steps == 150
+    cli.reproduce("small", run_root=tmp_path, rl_steps=300)
+    assert seen[-1].rl.steps == 300 and seen[-1].rl.batch_size == 128
     with pytest.raises(SystemExit, match="unknown --variant"):
         cli.reproduce("small", run_root=tmp_path, variant="smal")
     with pytest.raises(SystemExit, match="grid option"):
         cli.reproduce("tiny-ant", run_root=tmp_path, variant="small")
-    assert len(seen) == 2
+    with pytest.raises(SystemExit, match="rl-steps"):
+        cli.reproduce("small", run_root=tmp_path, rl_steps=0)
+    assert len(seen) == 3

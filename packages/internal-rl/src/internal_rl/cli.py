@@ -143,6 +143,12 @@ def reproduce(
             "grid with the colours on fixed cells); default: the preset's"
         ),
     ] = None,
+    rl_steps: Annotated[
+        int | None,
+        tyro.conf.arg(
+            help="RL iterations of every method (episodes = iterations x the preset's batch); default: the preset's"
+        ),
+    ] = None,
 ) -> None:
     """Pipeline end to end (grid or ant): pretraining, probes, metacontrollers, internal RL, baselines, report."""
     if config not in _reproduce.PRESETS:
@@ -154,6 +160,10 @@ def reproduce(
         if variant not in GRID_SPECS:
             raise SystemExit(f"unknown --variant {variant!r}; choose one of {sorted(GRID_SPECS)}")
         cfg = dataclasses.replace(cfg, variant=variant)
+    if rl_steps is not None:
+        if rl_steps < 1:
+            raise SystemExit(f"--rl-steps must be at least 1, got {rl_steps}")
+        cfg = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, steps=rl_steps))
     cfg = dataclasses.replace(
         cfg,
         base_run=base_run,

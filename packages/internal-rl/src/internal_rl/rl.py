@@ -123,17 +123,17 @@ def tiny_config() -> RLConfig:
 
 
 def small_config() -> RLConfig:
-    """The CPU reproduction on the small grid's post-training task 0-1-2-3 (horizon 40): 300 iterations x
-    128 episodes (38,400 episodes per run, where the label-driven control has learnt the task; an
-    internal-RL run takes 25-65 s here)."""
+    """The CPU reproduction on the small grid's post-training task 0-1-2-3 (horizon 40): 150 iterations x
+    128 episodes (19,200 episodes per run: the label-driven control takes off after about 10,000; a run
+    takes 10-90 s here; README, "Fifth search")."""
     return RLConfig(
         variant="small",
         horizon=40,
         ppo=PPOConfig(lr=1e-3),
         policy_width=64,
-        steps=300,
+        steps=150,
         batch_size=128,
-        checkpoint_every=100,
+        checkpoint_every=50,
     )
 
 
