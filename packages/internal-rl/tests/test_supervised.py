@@ -34,6 +34,16 @@ def _base(obs_dim: int) -> Backbone:
     return Backbone(BackboneConfig(obs_dim=obs_dim, n_layers=2, d_model=32, n_heads=4, mlp_hidden=64)).eval()
 
 
+def _base_and_random_controllers() -> tuple[Backbone, Metacontroller]:
+    """A tiny base and 4 label-driven controllers with a random (non-zero) decoder."""
+    base = _base(_small_grid_data(8).observations.shape[-1])
+    meta = Metacontroller(32, MetacontrollerConfig(n_z=4, rank=4, forced_switch=True))
+    with torch.no_grad():
+        for p in meta.decoder.parameters():
+            p.normal_(0, 0.5)
+    return base, meta
+
+
 def test_label_driven_controllers_lower_the_nll_with_the_base_frozen(tmp_path):
     data = _small_grid_data(400)
     base = _base(data.observations.shape[-1])
@@ -59,12 +69,7 @@ def test_label_driven_controllers_lower_the_nll_with_the_base_frozen(tmp_path):
 
 
 def test_no_control_is_the_base_model_alone_whatever_the_label():
-    data = _small_grid_data(8)
-    base = _base(data.observations.shape[-1])
-    meta = Metacontroller(32, MetacontrollerConfig(n_z=4, rank=4, forced_switch=True))
-    with torch.no_grad():
-        for p in meta.decoder.parameters():
-            p.normal_(0, 0.5)
+    base, meta = _base_and_random_controllers()
     plain = ControlledModel(base, _uncontrolled(meta))
     z, e = torch.randn(3, 5, 4), torch.randn(3, 5, 32)
     assert torch.equal(plain.meta.control(z, e), torch.zeros_like(e))
@@ -76,12 +81,7 @@ def test_no_control_is_the_base_model_alone_whatever_the_label():
 
 
 def test_subgoal_codes_play_the_argmax_controller_and_switch_only_at_subgoal_boundaries():
-    data = _small_grid_data(8)
-    base = _base(data.observations.shape[-1])
-    meta = Metacontroller(32, MetacontrollerConfig(n_z=4, rank=4, forced_switch=True))
-    with torch.no_grad():
-        for p in meta.decoder.parameters():
-            p.normal_(0, 0.5)
+    base, meta = _base_and_random_controllers()
     codes = SubgoalCodes(meta)
     z, e = torch.tensor([[0.1, 2.0, -1.0, 0.3], [5.0, 0.0, 0.0, 0.0]]), torch.randn(2, 32)
     expected = meta.control(torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]), e)
