@@ -581,6 +581,11 @@ def _rate_distortion_point(alpha: float, m: dict[str, Any]) -> dict[str, float]:
     return {"alpha": alpha, **{k: m[f"eval/{k}"] for k in keys}}
 
 
+def _final_success(rl: dict[str, Any], name: str) -> float:
+    """Median over runs of one method's final success (mean of the last quarter of its iterations)."""
+    return float(np.median([m["final_success"] for m in rl[name]["metrics"]]))
+
+
 def figures_reproduced(results: dict[str, Any]) -> list[dict[str, str]]:
     """Which of the paper's figures this run reproduces in shape, each with the measured evidence.
 
@@ -617,15 +622,11 @@ def figures_reproduced(results: dict[str, Any]) -> list[dict[str, str]]:
             "median switches / episode " + ", ".join(f"{m:.2f} at {a}" for a, m in zip(alphas, med, strict=True)))  # fmt: skip
     rl = results.get("rl", {})
     if "internal-rl" in rl and "raw-action" in rl:
-
-        def final(name: str) -> float:
-            return float(np.median([m["final_success"] for m in rl[name]["metrics"]]))
-
-        ours, raw = final("internal-rl"), final("raw-action")
+        ours, raw = _final_success(rl, "internal-rl"), _final_success(rl, "raw-action")
         row("Fig. 8", "internal RL solves the post-training task where raw-action RL does not",
             ours > max(raw, 0.0) + 0.05, f"final success {ours:.3f} vs raw-action {raw:.3f}")  # fmt: skip
         if CONTROL in rl:
-            ctl = final(CONTROL)
+            ctl = _final_success(rl, CONTROL)
             row("Fig. 8, RL half (control)", "RL over codes that name subgoals, at the abstract timescale, solves "
                 "the post-training task where raw-action RL does not", ctl > max(raw, 0.0) + 0.05,
                 f"final success {ctl:.3f} over the label-driven codes vs raw-action {raw:.3f}")  # fmt: skip
@@ -797,11 +798,7 @@ def diagnose(results: dict[str, Any]) -> list[str]:
         )
     rl = results.get("rl", {})
     if CONTROL in rl and "internal-rl" in rl:
-
-        def final(name: str) -> float:
-            return float(np.median([m["final_success"] for m in rl[name]["metrics"]]))
-
-        ctl, ours = final(CONTROL), final("internal-rl")
+        ctl, ours = _final_success(rl, CONTROL), _final_success(rl, "internal-rl")
         out.append(
             f"- Positive control: internal RL over the label-driven codes (switching at the true subgoal changes) "
             f"ends at {ctl:.3f} success against {ours:.3f} over the discovered codes, in the same episode budget: "

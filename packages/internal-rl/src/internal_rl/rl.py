@@ -124,7 +124,7 @@ def tiny_config() -> RLConfig:
 
 def small_config() -> RLConfig:
     """The CPU reproduction on the small grid's post-training task 0-1-2-3 (horizon 40): 150 iterations x
-    128 episodes (19,200 episodes per run: the label-driven control takes off after about 10,000; a run
+    128 episodes (19,200 episodes per run: the label-driven control takes off after 5,000-15,000; a run
     takes 10-90 s here; README, "Fifth search")."""
     return RLConfig(
         variant="small",
