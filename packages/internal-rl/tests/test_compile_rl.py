@@ -242,5 +242,5 @@ def test_cli_trains_compile_then_runs_internal_rl_on_its_codes(base_run, tmp_pat
     config = json.loads((rl_run / "config.json").read_text())
     assert config["compile_run"] == compile_run and config["metacontroller_run"] is None
     assert len(json.loads((rl_run / "results.json").read_text())["history"]["success"]) == 1
-    with pytest.raises(ValueError, match="set one of metacontroller_run or compile_run"):
+    with pytest.raises(ValueError, match="set one of metacontroller_run, compile_run or label_run"):
         rl.train_internal_rl(rl.RLConfig(run_root=tmp_path))
