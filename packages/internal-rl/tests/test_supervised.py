@@ -128,7 +128,7 @@ def test_rl_over_a_label_run_switches_at_subgoal_changes_and_needs_exactly_one_s
     assert len(out.success) == 2
     with pytest.raises(ValueError, match="one of"):
         rl.train_internal_rl(dataclasses.replace(rcfg, metacontroller_run=run))
-    with pytest.raises(ValueError, match="not a label-driven"):
+    with pytest.raises(ValueError, match="not label-driven"):
         load_label_codes(_discovery_run(tmp_path, base, data))
 
 

@@ -495,8 +495,7 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         elif name == CONTROL:
             if label_model is None:  # no label-driven stage (the ant, or supervised=None)
                 continue
-            codes = _discovery.ControlledModel(label_model.base, _supervised.SubgoalCodes(label_model.meta))
-            models = [codes] * (len(base_runs) * cfg.meta_seeds)
+            models = [_supervised.as_subgoal_codes(label_model)] * (len(base_runs) * cfg.meta_seeds)
             control_cfg = {"switch_on_subgoal": True}
         else:
             models = metas.get(name, [None])

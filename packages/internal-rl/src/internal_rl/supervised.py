@@ -175,13 +175,19 @@ class SubgoalCodes(torch.nn.Module):
         return torch.zeros(e.shape[0], device=e.device, dtype=e.dtype)
 
 
-def load_label_codes(run: str | Path, device: str | torch.device = "cpu") -> ControlledModel:
-    """The label-driven controllers of a ``supervised`` run folder as internal-RL codes (:class:`SubgoalCodes`)
-    on their frozen base model."""
-    model = load_metacontroller(run, device)
+def as_subgoal_codes(model: ControlledModel) -> ControlledModel:
+    """Trained label-driven controllers (``SupervisedResult.model``) as internal-RL codes on their base model."""
     if not model.meta.config.forced_switch:
-        raise ValueError(f"{run} is a discovery run, not a label-driven (supervised) one")
+        raise ValueError("these are discovered codes, not label-driven (supervised) controllers")
     return ControlledModel(model.base, SubgoalCodes(model.meta)).eval()
+
+
+def load_label_codes(run: str | Path, device: str | torch.device = "cpu") -> ControlledModel:
+    """:func:`as_subgoal_codes` of a ``supervised`` run folder's checkpoint."""
+    try:
+        return as_subgoal_codes(load_metacontroller(run, device))
+    except ValueError as exc:
+        raise ValueError(f"{run}: {exc}") from exc
 
 
 def _uncontrolled(meta: Metacontroller) -> Metacontroller:
