@@ -10,6 +10,8 @@ The paper estimates the geometry of each generated clip with a feed-forward reco
 3. Registration into the existing reconstruction: RANSAC PnP of each new frame on 2D-3D
    matches (anchor keypoints lifted by their depth; registered new frames lifted by the
    memory's depth rendered at their pose, so registration grows outward along the clip).
+   Frames SIFT leaves out (at 32 x 32 it finds almost nothing) are tracked against the anchors
+   by dense patch matching, then the same PnP (``spatia.dense_tracking``).
    Where fewer than ``min_registered_new`` frames register that way (no overlap, e.g. an empty
    memory), pycolmap's incremental mapping reconstructs the clip and a similarity fixes its
    gauge on the anchors or, lacking them, on the requested trajectory. The request is the prior
@@ -38,6 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from spatia.dense_tracking import DenseTrackingConfig, register_dense
 
 if TYPE_CHECKING:
     from spatia.spatial_memory import SpatialMemory
@@ -70,6 +74,9 @@ class SlamConfig:
     min_triangulation_angle: float = 2.0  # degrees
     min_track_length: int = 3  # views per triangulated point
     occlusion_tolerance: float = 0.1  # a triangulated point this far (relative) behind the memory is rejected
+    dense: DenseTrackingConfig | None = field(default_factory=DenseTrackingConfig)
+    # Frames SIFT leaves unregistered are tracked against the anchors by dense patch matching
+    # (spatia.dense_tracking); at 32 x 32 SIFT registers nothing. None: SIFT only.
     seed: int = 0
 
 
@@ -86,7 +93,9 @@ class SlamResult:
     num_anchors_registered: int = 0
     num_triangulated: int = 0
     scale: float = float("nan")
-    method: str = "prior"  # "pnp" (registered into the memory), "mapping" (incremental SfM) or "prior"
+    method: str = (
+        "prior"  # "pnp" (SIFT into the memory), "dense", "pnp+dense", "mapping" (incremental SfM) or "prior"
+    )
     rotation_error_deg: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # vs the request
     translation_error: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
@@ -531,6 +540,17 @@ def _update(
         register_by_pnp(memory, anchors, keypoints, matches, new_slots, k, h, w, config) if anchors else {}
     )
     method, scale = "pnp", 1.0
+    if config.dense is not None and anchors:
+        sources = [(kf.image, kf.depth, kf.w2c.double()) for kf in anchors]
+        dense = {}
+        for s in new_slots:
+            if s not in new_poses:
+                pose, _, _ = register_dense(sources, images[s], prior[s - first_new], k, config.dense)
+                if pose is not None:
+                    dense[s] = pose
+        if dense:
+            method = "pnp+dense" if new_poses else "dense"
+            new_poses.update(dense)
     if len(new_poses) < config.min_registered_new:
         # Too little overlap with the memory: reconstruct from scratch, then fix the gauge on the anchors
         # (if enough registered) or on the requested trajectory.
