@@ -93,6 +93,18 @@ def test_summary_and_verdict_follow_the_seed_spread(tmp_path):
     }
     text = write_report(results, tmp_path / "report.md").read_text()
     assert "memory helps" in text and "| memory_k1 | 18.500 ± 0.500 (n=2)" in text
+    assert "no video has the 3 registered frames" not in text and "registered" not in text  # no SLAM ran
+
+    poses = [(25, 1, math.nan, math.nan, math.nan), (25, 9, 1.0, 2.5, 0.02), (25, 13, 2.0, 3.0, 0.04)]
+    for run, (frames, registered, rot, worst, rmse) in zip(runs, poses + poses[:1], strict=False):
+        run["metrics"]["pose_error"] = {
+            "num_frames": frames, "num_registered": registered, "rotation_deg_mean": rot,
+            "rotation_deg_max": worst, "translation_rmse": rmse, "trajectory_extent": 0.5,
+        }  # fmt: skip
+    text = write_report(results, tmp_path / "report.md").read_text()
+    assert "registered 24 of 100 frames" in text  # every run with a pose error, frame 0 included
+    assert "over the 2 videos with at least 3 registered frames" in text
+    assert "1.50 degrees on average (worst frame 3.00) and 0.030 units" in text
 
 
 @pytest.mark.slow
