@@ -105,7 +105,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, default=None, help="rooms (default 8, or 16 with --low-res)")
-    parser.add_argument("--low-res", action="store_true", help="32 x 32 evaluation rooms, SIFT + dense tracking")
+    parser.add_argument(
+        "--low-res", action="store_true", help="32 x 32 evaluation rooms, SIFT + dense tracking"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
