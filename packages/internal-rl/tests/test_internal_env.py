@@ -154,3 +154,16 @@ def test_prior_exploration_counts_colours_in_order_and_matches_success(controlle
         two["reached"][0] >= two["reached"][1] >= two["reached"][2]
         and two["success"] == two["reached"][2] / 64
     )
+
+
+def test_prior_exploration_scales_the_draws_like_the_first_policy(controlled_model):
+    # scale 0 plays the zero code at every switch: the same episodes as a constant zero code
+    model = controlled_model()
+    out = prior_exploration(model, 32, tasks=((0, 1),), horizon=30, seed=5, variant="paper", scale=0.0)
+    env = BatchedInternalEnv(model, 32, "posttrain", tasks=((0, 1),), horizon=30, seed=5, variant="paper")
+    env.reset()
+    while not env.done.all():
+        env.step(torch.zeros(32, env.n_z))
+    assert out["scale"] == 0.0 and out["reached"] == env.reached(2)
+    wide = prior_exploration(model, 32, tasks=((0, 1),), horizon=30, seed=5, variant="paper", scale=4.0)
+    assert wide["scale"] == 4.0 and wide["reached"][0] == 32

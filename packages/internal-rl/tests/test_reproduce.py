@@ -46,23 +46,35 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     control = {"metrics": [{"initial_success": 0.0, "final_success": 0.5}, {"initial_success": 0.01,
                "final_success": 0.7}], "decisions": [[2.0, 3.0], [2.0, 4.0]], "episodes": [4, 8]}  # fmt: skip
     results["rl"]["subgoal-codes"] = control
+    results["exploration"] = {"episodes": 2048, "success": 0.001, "reached": [2048, 300, 20, 2, 1], "scale": 4.0,
+                              "rl_batch_size": 1024}  # fmt: skip
     results["diagnosis"] = diagnose(results)
     results["rate_distortion"] = [{"alpha": a, "switches_per_episode": sw, "action_nll": 0.2, "alignment_f1": 0.5,
                                    "random_alignment_f1": 0.3, "kl": 0.1} for a, sw in ((0.03, 5.0), (0.1, 1.0), (0.3, 0.1))]  # fmt: skip
     results["rl"]["raw-action"] = rl_entry
+    results["rl"]["forced-switch"] = {
+        **rl_entry,
+        "metrics": [{"initial_success": 0.0, "final_success": 0.0}] * 2,
+    }
     results["figures_reproduced"] = figures_reproduced(results)
     verdicts = {r["figure"]: r["reproduced"] for r in results["figures_reproduced"]}
     # probes at chance, label-driven controllers steer, switches miss the changes, switching falls with
-    # alpha through the 2 true changes, internal RL no better than raw-action RL; the control over
-    # label-driven codes (median 0.6) far above raw-action RL (0.2)
+    # alpha through the 2 true changes, internal RL no better than raw-action RL but above forced switching
+    # (0.2 vs 0.0); the control over label-driven codes (median 0.6) far above raw-action RL (0.2)
     assert verdicts == {"Fig. 3": "no", "Fig. 4": "yes", "Figs. 6, A3": "no", "Fig. 7": "yes", "Fig. 8": "no",
-                        "Fig. 8, RL half (control)": "yes"}  # fmt: skip
+                        "Fig. 8, beta = 1 ablation": "yes", "Fig. 8, RL half (control)": "yes"}  # fmt: skip
     text = " ".join(results["diagnosis"])
+    assert "Codes drawn from N(0, 4^2 I) (internal RL's first policy)" in text
+    assert "about 1.0 successes per RL batch of 1024" in text
     assert "almost never switches" in text and "KL collapse" in text and "no linearly decodable" in text
     write_report(tmp_path / "report.md", results)
     report = (tmp_path / "report.md").read_text()
     assert "| internal-rl | 2 | 8 | 0.000 [0.000, 0.000] | 0.200 [0.100, 0.300] | 1.2 |" in report
     assert "| subgoal-codes | 2 | 8 |" in report and "positive control, not a method of the paper" in report
+    assert (
+        "## Exploration from the first policy (posttrain)" in report
+        and "Codes z ~ N(0, 4^2 I) at every" in report
+    )
     assert "ends at 0.600 success against 0.200 over the discovered codes" in text and "is discovery" in text
     assert "| 0.1 | 0.3 | 1.100 | 0.020 | 3.50 | 2.00 | 0.250 | 0.200 | 10 |" in report
     assert "| compile | 0.1 |" not in report  # CompILE has no gate: not a row of the metacontroller table

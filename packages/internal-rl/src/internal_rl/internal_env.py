@@ -235,8 +235,10 @@ def prior_exploration(
     horizon: int = 100,
     variant: str = "paper",
     seed: int = 0,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
-    """Play codes drawn from the prior N(0, I) at every switch: what internal RL's first policy explores.
+    """Play codes drawn from N(0, scale^2 I) at every switch: what internal RL's first policy explores
+    (``scale`` = ``RLConfig.init_std``; 1 is the metacontroller's prior).
 
     Returns the success rate and ``reached[k]``, the number of episodes that entered at least ``k``
     colours of their task in order (k = 0 .. task length), so ``reached[k] / reached[k - 1]`` is how
@@ -247,10 +249,11 @@ def prior_exploration(
     env.reset()
     generator = torch.Generator().manual_seed(seed)
     while not env.done.all():
-        env.step(torch.randn(episodes, env.n_z, generator=generator))
+        env.step(scale * torch.randn(episodes, env.n_z, generator=generator))
     longest = int(env.grid.task_lengths.max())
     return {
         "episodes": episodes,
+        "scale": scale,
         "success": float(env.success.float().mean()),
         "reached": env.reached(longest),
     }

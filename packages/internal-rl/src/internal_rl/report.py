@@ -135,17 +135,23 @@ def _figures_table(rows: list[dict[str, str]]) -> list[str]:
     return [*lines, ""]
 
 
+def first_policy_name(exploration: dict[str, Any]) -> str:
+    """The distribution internal RL's first policy draws codes from, as the report writes it."""
+    scale = exploration.get("scale", 1.0)
+    return "the prior N(0, I)" if scale == 1.0 else f"N(0, {scale:g}^2 I)"
+
+
 def _exploration_table(results: dict[str, Any]) -> list[str]:
-    """How far codes from the prior N(0, I), internal RL's first policy, carry episodes of the RL task."""
+    """How far codes from internal RL's first policy (the prior N(0, I) by default) carry episodes of the RL task."""
     x = results.get("exploration")
     if not x:
         return []
     reached = x["reached"]
     lines = [
         "",
-        f"## Exploration from the prior ({results['rl_task']})",
+        f"## Exploration from the first policy ({results['rl_task']})",
         "",
-        f"Codes z ~ N(0, I) at every switch of the first internal-RL metacontroller, {x['episodes']} fresh "
+        f"Codes z ~ {first_policy_name(x)} at every switch of the first internal-RL metacontroller, {x['episodes']} fresh "
         f"layouts (what internal RL starts from); success {x['success']:.4f}.",
         "",
         "| colours entered in order | episodes | of those that entered the previous one |",
