@@ -150,11 +150,11 @@ def register_dense(
     """
     import pycolmap
 
-    from spatia.slam import _camera
+    from spatia.slam import colmap_camera  # slam imports this module: import at call time
 
     cfg = config or DenseTrackingConfig()
     h, w = frame.shape[-2:]
-    camera = _camera(intrinsics, h, w)
+    camera = colmap_camera(intrinsics, h, w)
     options = pycolmap.AbsolutePoseEstimationOptions()
     options.ransac.max_error = cfg.max_error
     options.ransac.random_seed = cfg.seed
@@ -165,7 +165,7 @@ def register_dense(
         pts3d = torch.cat([f[1] for f in found]) if found else torch.zeros(0, 3, dtype=torch.float64)
         if len(pts2d) < cfg.min_inliers:
             break
-        # COLMAP's pixel centres sit at +0.5 (``slam._camera`` shifts the principal point likewise).
+        # COLMAP's pixel centres sit at +0.5 (``slam.colmap_camera`` shifts the principal point likewise).
         answer = pycolmap.estimate_and_refine_absolute_pose(
             (pts2d + 0.5).numpy(), pts3d.numpy(), camera, options, return_covariance=True
         )

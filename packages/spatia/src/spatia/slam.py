@@ -93,9 +93,8 @@ class SlamResult:
     num_anchors_registered: int = 0
     num_triangulated: int = 0
     scale: float = float("nan")
-    method: str = (
-        "prior"  # "pnp" (SIFT into the memory), "dense", "pnp+dense", "mapping" (incremental SfM) or "prior"
-    )
+    # "pnp" (SIFT into the memory), "dense", "pnp+dense", "mapping" (incremental SfM) or "prior"
+    method: str = "prior"
     rotation_error_deg: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # vs the request
     translation_error: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
@@ -193,7 +192,7 @@ def _fallback(prior: torch.Tensor, n: int, message: str, **extra) -> SlamResult:
     )
 
 
-def _camera(intrinsics: torch.Tensor, height: int, width: int):
+def colmap_camera(intrinsics: torch.Tensor, height: int, width: int):
     """pycolmap PINHOLE camera of project intrinsics (COLMAP's pixel centres sit at +0.5)."""
     import pycolmap
 
@@ -315,7 +314,7 @@ def register_by_pnp(memory, anchors, keypoints, matches, new_slots, intrinsics, 
     """
     import pycolmap
 
-    camera = _camera(intrinsics, h, w)
+    camera = colmap_camera(intrinsics, h, w)
     k_inv = torch.linalg.inv(intrinsics.double())
     options = pycolmap.AbsolutePoseEstimationOptions()
     options.ransac.max_error = config.pnp_max_error
@@ -415,7 +414,7 @@ def triangulate_new_points(
     import pycolmap
 
     h, w = images[0].shape[-2:]
-    camera = _camera(intrinsics, h, w)
+    camera = colmap_camera(intrinsics, h, w)
     options = pycolmap.EstimateTriangulationOptions()
     options.min_tri_angle = math.radians(config.min_triangulation_angle)
     options.residual_type = pycolmap.TriangulationResidualType.REPROJECTION_ERROR
