@@ -85,7 +85,7 @@ def test_noise_and_flat_frames_do_not_register(checker_room):
 
 
 def test_ill_posed_registrations_are_rejected_by_the_pose_covariance():
-    """Room 1012, frames 4-8: 75-80 matches that all fit a pose 6-11 deg off (measured without the check)."""
+    """Room 1012, frames 4-8: 75-83 matches that all fit a pose 6-11 deg off (measured without the check)."""
     sc = _scene(1012)
     anchors = [(sc.frames[0], sc.depth[0], sc.w2c[0].double())]
     loose = dataclasses.replace(DenseTrackingConfig(), max_rotation_std=math.inf)
