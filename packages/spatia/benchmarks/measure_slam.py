@@ -30,19 +30,9 @@ import torch
 from spatia.data.procedural import sample_scene
 from spatia.slam import pose_errors
 from spatia.spatial_memory import SpatialMemory
+from spatia.trajectories import offset_poses
 
 H, W = 96, 128
-
-
-def perturbed(w2c: torch.Tensor, degrees: float, shift: float) -> torch.Tensor:
-    a = math.radians(degrees)
-    turn = torch.tensor(
-        [[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]], dtype=torch.float64
-    )
-    out = w2c.double().clone()
-    out[:, :3, :3] = turn @ out[:, :3, :3]
-    out[:, :3, 3] = out[:, :3, 3] @ turn.T + shift
-    return out
 
 
 def measure(seed: int) -> dict:
@@ -56,7 +46,7 @@ def measure(seed: int) -> dict:
         dynamic_masks=clip.dynamic_mask[:4],
     )
     start = time.perf_counter()
-    prior = perturbed(clip.extrinsics_w2c[4:], 4.0, 0.2)
+    prior = offset_poses(clip.extrinsics_w2c[4:], 4.0, 0.2)
     result = memory.update_from_clip(clip.images[4:], prior, clip.intrinsics[0], clip.dynamic_mask[4:])
     seconds = time.perf_counter() - start
     row = {"seed": seed, "method": result.method, "registered": int(result.registered.sum()), "frames": 6}
@@ -85,7 +75,7 @@ def measure_low_resolution(seed: int) -> dict:
     memory.add_frames(scene.frames[:1], scene.depth[:1], scene.w2c[:1], scene.intrinsics, frame_ids=[0])
     truth = scene.w2c[1:13]
     start = time.perf_counter()
-    result = memory.update_from_clip(scene.frames[1:13], perturbed(truth, 3.0, 0.05), scene.intrinsics)
+    result = memory.update_from_clip(scene.frames[1:13], offset_poses(truth, 3.0, 0.05), scene.intrinsics)
     seconds = time.perf_counter() - start
     rot, centre = pose_errors(result.estimated_w2c, truth)
     reg = result.registered

@@ -11,7 +11,7 @@ from spatia.data.procedural import intrinsics_from_fov, look_at_w2c, random_scen
 from spatia.segmentation import procedural_dynamic_masks, procedural_segmenter
 from spatia.slam import SlamConfig, pose_errors, similarity_from_poses, transform_w2c, update_memory_from_clip
 from spatia.spatial_memory import SpatialMemory
-from spatia.trajectories import preset_trajectory
+from spatia.trajectories import offset_poses, preset_trajectory
 
 H, W = 96, 128  # SIFT needs this much texture; 48x64 frames find too few features
 VOXEL = 0.05
@@ -35,18 +35,6 @@ def _memory_of(clip, frames: slice) -> SpatialMemory:
     return memory
 
 
-def _perturbed(w2c: torch.Tensor, degrees: float, shift: float) -> torch.Tensor:
-    """The 'requested' trajectory: the true poses turned by ``degrees`` about y and shifted by ``shift``."""
-    a = math.radians(degrees)
-    turn = torch.tensor(
-        [[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]], dtype=torch.float64
-    )
-    out = w2c.double().clone()
-    out[:, :3, :3] = turn @ out[:, :3, :3]
-    out[:, :3, 3] = out[:, :3, 3] @ turn.T + shift
-    return out
-
-
 def test_similarity_alignment_undoes_a_known_similarity():
     poses = preset_trajectory("orbit", 5, radius=2.0)
     rot = torch.linalg.matrix_exp(
@@ -63,7 +51,7 @@ def test_pnp_registers_rendered_frames_into_the_memory(orbit_clip):
     """Measured (seed 0, 96x128, prior off by 4 deg and 0.2 units): max 0.73 deg and 0.05 units (room ~5 units)."""
     scene, clip = orbit_clip
     memory = _memory_of(clip, slice(0, 4))
-    prior = _perturbed(clip.extrinsics_w2c[4:], 4.0, 0.2)
+    prior = offset_poses(clip.extrinsics_w2c[4:], 4.0, 0.2)
     before = len(memory)
     result = memory.update_from_clip(clip.images[4:], prior, clip.intrinsics[0], clip.dynamic_mask[4:])
     assert not result.used_prior and result.method == "pnp" and result.registered.all()

@@ -81,3 +81,16 @@ def test_camera_file_round_trip(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CameraFileError, match=r"seq\.txt: line 4: non-finite value"):
         parse_camera_file(path)
+
+
+def test_offset_poses_turn_each_camera_by_the_angle_and_keep_single_and_batched_shapes():
+    from spatia.slam import pose_errors
+    from spatia.trajectories import offset_poses
+
+    poses = preset_trajectory("orbit", 4, radius=2.0)
+    moved = offset_poses(poses, 3.0, 0.05)
+    rot, centre = pose_errors(moved, poses)
+    torch.testing.assert_close(rot, torch.full((4,), 3.0, dtype=torch.float64))
+    assert bool((centre > 0).all())
+    torch.testing.assert_close(offset_poses(poses[2], 3.0, 0.05), moved[2])
+    torch.testing.assert_close(offset_poses(poses, 0.0, 0.0), poses)

@@ -143,8 +143,8 @@ def register_dense(
     guess_w2c: torch.Tensor,
     intrinsics: torch.Tensor,
     config: DenseTrackingConfig | None = None,
-) -> tuple[torch.Tensor | None, int, int]:
-    """Pose of ``frame`` against ``anchors`` [(image, depth, w2c)], or None; plus inliers and matches.
+) -> torch.Tensor | None:
+    """The ``(4, 4)`` w2c pose of ``frame`` against ``anchors`` [(image, depth, w2c)], or None.
 
     Starts at ``guess_w2c`` (the request) and re-matches from each estimate for ``config.rounds``.
     """
@@ -158,7 +158,7 @@ def register_dense(
     options = pycolmap.AbsolutePoseEstimationOptions()
     options.ransac.max_error = cfg.max_error
     options.ransac.random_seed = cfg.seed
-    guess, pose, inliers, matches = guess_w2c.double(), None, 0, 0
+    guess, pose = guess_w2c.double(), None
     for _ in range(cfg.rounds):
         found = [dense_correspondences(a, d, p, frame, guess, intrinsics, cfg) for a, d, p in anchors]
         pts2d = torch.cat([f[0] for f in found]) if found else torch.zeros(0, 2, dtype=torch.float64)
@@ -184,5 +184,5 @@ def register_dense(
             break
         guess = torch.eye(4, dtype=torch.float64)
         guess[:3] = torch.from_numpy(np.asarray(answer["cam_from_world"].matrix(), dtype=np.float64))
-        pose, inliers, matches = guess, count, len(pts2d)
-    return pose, inliers, matches
+        pose = guess
+    return pose

@@ -544,7 +544,7 @@ def _update(
         dense = {}
         for s in new_slots:
             if s not in new_poses:
-                pose, _, _ = register_dense(sources, images[s], prior[s - first_new], k, config.dense)
+                pose = register_dense(sources, images[s], prior[s - first_new], k, config.dense)
                 if pose is not None:
                     dense[s] = pose
         if dense:

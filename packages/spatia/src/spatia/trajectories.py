@@ -21,6 +21,17 @@ def _yaw(angle: float) -> torch.Tensor:
     return torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=torch.float64)
 
 
+def offset_poses(w2c: torch.Tensor, degrees: float, shift: float) -> torch.Tensor:
+    """``(..., 4, 4)`` cameras turned ``degrees`` about their own y axis and moved by ``shift`` along each of
+    their axes: a requested trajectory deliberately off the true one, so that a SLAM estimate cannot
+    pass by copying the request (tests, ``benchmarks/measure_slam.py``)."""
+    turn = _yaw(math.radians(degrees))
+    out = w2c.double().clone()
+    out[..., :3, :3] = turn @ out[..., :3, :3]
+    out[..., :3, 3] = out[..., :3, 3] @ turn.T + shift
+    return out
+
+
 def _compose(
     start_w2c: torch.Tensor | None, rotations: list[torch.Tensor], centres: list[torch.Tensor]
 ) -> torch.Tensor:
