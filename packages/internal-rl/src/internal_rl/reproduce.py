@@ -61,8 +61,6 @@ CONTROL = "subgoal-codes"
 switching at the true subgoal changes). It needs the label-driven stage (grid only) and tells whether RL
 at the abstract timescale solves the task once the codes name subgoals (``supervised.SubgoalCodes``)."""
 METHODS = (*PAPER_METHODS, CONTROL)
-SMALL6_RL_STEPS = 150
-"""RL iterations of the ``small6`` preset (x 1024 episodes); README "Sixth search"."""
 ANT_EXPERT_SUCCESS = 0.7
 """Paper C.1.1: the ant PPO expert's success on the post-training task; Fig. 8b divides by it."""
 
@@ -163,10 +161,11 @@ def small_config() -> ReproduceConfig:
 def small6_config() -> ReproduceConfig:
     """The small grid where internal RL learns the held-out task and every baseline stays at 0: six colours
     on fixed cells (``small6-fixed``), a first policy N(0, 4^2 I) and the paper's batch of 1024 episodes
-    (README: "Sixth search"). Every other setting, alpha 0.1 included, is the ``small`` preset's."""
+    (README: "Sixth search"), 150 iterations per RL run. Every other setting, alpha 0.1 included, is the
+    ``small`` preset's."""
     return ReproduceConfig(
         variant="small6-fixed",
-        rl=dataclasses.replace(_rl.small_config(), init_std=4.0, batch_size=1024, steps=SMALL6_RL_STEPS),
+        rl=dataclasses.replace(_rl.small_config(), init_std=4.0, batch_size=1024, steps=150),
     )
 
 
