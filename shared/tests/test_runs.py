@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from latentforge.configs import config_from_dict, config_to_dict, load_config_file, resolve_config
-from latentforge.runs import MetricsLogger, create_run_dir, read_metrics, run_name
+from latentforge.runs import PROGRESS_ENV, MetricsLogger, create_run_dir, read_metrics, run_name
 from latentforge.seeding import seed_everything
 
 
@@ -48,6 +48,18 @@ def test_metrics_logger_writes_jsonl_tensorboard_and_progress(tmp_path):
     assert rows[1]["losses/nll"] == pytest.approx(0.5) and rows[0]["note"] == "x"
     assert rows[3]["bad"] == "nan"
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_progress_env_silences_the_bar_but_not_the_log(tmp_path, monkeypatch):
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    with MetricsLogger(tmp_path, tensorboard=False) as log:
+        bar = log.progress(range(2))
+        assert bar.disable and list(bar) == [0, 1]
+        log.log(0, x=1.0)
+    assert read_metrics(tmp_path) == [{"step": 0, "time": read_metrics(tmp_path)[0]["time"], "x": 1.0}]
+    monkeypatch.setenv(PROGRESS_ENV, "1")
+    with MetricsLogger(tmp_path / "b", tensorboard=False) as log:
+        assert not log.progress(range(2)).disable
 
 
 def test_metrics_logger_is_silent_off_rank_zero(tmp_path):

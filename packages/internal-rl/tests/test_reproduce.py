@@ -116,8 +116,8 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     assert (tmp_path / "rd.png").stat().st_size > 1000
 
 
-@pytest.mark.slow
-def test_reproduce_writes_results_report_and_figures(tmp_path):
+def _tiny_reproduce_config(tmp_path, **overrides) -> ReproduceConfig:
+    """Every stage at a few steps on a 3-step base model of the paper grid."""
     pcfg = dataclasses.replace(
         pretrain.tiny_config(), data=DataConfig(num_episodes=64, eval_fraction=0.1), steps=3, batch_size=8,
         run_root=tmp_path, rollout_episodes=0,
@@ -147,6 +147,37 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
         steering_episodes=16,
         run_root=tmp_path,
     )  # fmt: skip
+    return dataclasses.replace(cfg, **overrides)
+
+
+def _numbers(results: dict) -> dict:
+    """results.json without what differs between two runs of the same config: times, loads, run folders."""
+
+    def keep(x):
+        if isinstance(x, dict):
+            return {
+                k: keep(v) for k, v in x.items() if not k.startswith(("seconds", "load_", "timings", "run"))
+            }
+        if isinstance(x, list):
+            return [keep(v) for v in x]
+        return x
+
+    return keep(results)
+
+
+def test_workers_change_the_wall_time_not_the_numbers(tmp_path):
+    cfg = _tiny_reproduce_config(
+        tmp_path, rl_seeds=1, exploration_episodes=0, steering_episodes=0, probe=False
+    )
+    one = json.loads((reproduce(cfg) / "results.json").read_text())
+    two = json.loads((reproduce(dataclasses.replace(cfg, workers=2)) / "results.json").read_text())
+    assert _numbers(one) == _numbers(two)
+    assert len(one["rl"]) == 6 and len(one["rate_distortion"]) == 3  # every pooled stage took part
+
+
+@pytest.mark.slow
+def test_reproduce_writes_results_report_and_figures(tmp_path):
+    cfg = _tiny_reproduce_config(tmp_path)
     run_dir = reproduce(cfg)
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["rl"]) == {
@@ -181,7 +212,7 @@ def test_reproduce_writes_results_report_and_figures(tmp_path):
     assert (
         x["reached"][0] == 16 and len(x["reached"]) == 13
     )  # the paper grid's post-training task: 12 colours
-    assert "## Exploration from the prior" in report and "successes per RL batch of 4" in report
+    assert "## Exploration from the first policy" in report and "successes per RL batch of 4" in report
     st = results["steering"]
     assert [r["colour"] for r in st["first_colour"]] == list(range(8)) and st["candidates"] == 16
     assert st["transitions"]["rl"]["task"] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]
@@ -210,10 +241,15 @@ def test_cli_variant_reaches_every_stage_and_bad_values_stop_before_work(tmp_pat
     assert seen[-1].variant == "small" and seen[-1].rl.steps == 150
     cli.reproduce("small", run_root=tmp_path, rl_steps=300)
     assert seen[-1].rl.steps == 300 and seen[-1].rl.batch_size == 128
+    assert seen[-1].workers == 2  # the CPU presets use both cores of the machine they were sized on
+    cli.reproduce("small", run_root=tmp_path, workers=1)
+    assert seen[-1].workers == 1
     with pytest.raises(SystemExit, match="unknown --variant"):
         cli.reproduce("small", run_root=tmp_path, variant="smal")
     with pytest.raises(SystemExit, match="grid option"):
         cli.reproduce("tiny-ant", run_root=tmp_path, variant="small")
     with pytest.raises(SystemExit, match="rl-steps"):
         cli.reproduce("small", run_root=tmp_path, rl_steps=0)
-    assert len(seen) == 3
+    with pytest.raises(SystemExit, match="workers"):
+        cli.reproduce("small", run_root=tmp_path, workers=0)
+    assert len(seen) == 4

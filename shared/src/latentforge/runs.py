@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 
 from latentforge.distributed.env import is_main_process
 
+PROGRESS_ENV = "LATENTFORGE_PROGRESS"
+"""Set to ``0`` to silence the progress bars of every run in this process (``latentforge.jobs`` workers)."""
+
 
 def run_name(package: str, exp_name: str, seed: int, *, timestamp: int | None = None) -> str:
     """``<package>__<exp_name>__<seed>__<unix time>``."""
@@ -120,9 +123,10 @@ class MetricsLogger:
     def progress(
         self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", initial: int = 0
     ) -> tqdm:
-        """A tqdm bar (disabled off rank 0) whose postfix shows the last logged scalars."""
+        """A tqdm bar (disabled off rank 0 and where ``PROGRESS_ENV`` is 0) showing the last logged scalars."""
+        disable = not self.enabled or os.environ.get(PROGRESS_ENV) == "0"
         self._bar = tqdm(
-            iterable, total=total, desc=desc, initial=initial, disable=not self.enabled, dynamic_ncols=True
+            iterable, total=total, desc=desc, initial=initial, disable=disable, dynamic_ncols=True
         )
         return self._bar
 

@@ -126,6 +126,13 @@ def reproduce(
     base_run: Path | None = None,
     run_root: Path = Path("runs"),
     num_threads: int = 1,
+    workers: Annotated[
+        int | None,
+        tyro.conf.arg(
+            help="processes for the independent runs (metacontroller seeds, CompILE, every RL run); the numbers "
+            "do not depend on it; default: the preset's (2 on the CPU presets)"
+        ),
+    ] = None,
     pretrain_data_dir: Annotated[
         Path | None,
         tyro.conf.arg(help="a generate-data dataset folder for pretraining, instead of generating episodes"),
@@ -160,6 +167,8 @@ def reproduce(
         if variant not in GRID_SPECS:
             raise SystemExit(f"unknown --variant {variant!r}; choose one of {sorted(GRID_SPECS)}")
         cfg = dataclasses.replace(cfg, variant=variant)
+    if workers is not None and workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {workers}")
     if rl_steps is not None:
         if rl_steps < 1:
             raise SystemExit(f"--rl-steps must be at least 1, got {rl_steps}")
@@ -169,6 +178,7 @@ def reproduce(
         base_run=base_run,
         run_root=run_root,
         num_threads=num_threads,
+        workers=cfg.workers if workers is None else workers,
         pretrain_data_dir=pretrain_data_dir,
         discovery_data_dir=discovery_data_dir,
     )

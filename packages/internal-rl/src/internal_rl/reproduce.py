@@ -53,6 +53,7 @@ from internal_rl.report import (
 )
 from internal_rl.steering import first_colour_steering, seen_transition_task, transition_rates
 from latentforge.configs import config_to_dict
+from latentforge.jobs import map_runs
 from latentforge.runs import create_run_dir
 
 PAPER_METHODS = ("internal-rl", "forced-switch", "cotrained", "compile", "raw-action")
@@ -110,6 +111,10 @@ class ReproduceConfig:
     sweep_steps: int = 600
     seed: int = 0
     num_threads: int = 1
+    """Threads of each run (0: torch's default)."""
+    workers: int = 1
+    """Processes for the independent runs (metacontrollers, CompILE, the alpha sweep, every RL run), each
+    with ``num_threads`` threads; the numbers do not depend on it (every run seeds itself)."""
     run_root: Path = Path("runs")
     exp_name: str = "reproduce"
     env: str = "grid"
@@ -154,8 +159,8 @@ def paper_config() -> ReproduceConfig:
 
 
 def small_config() -> ReproduceConfig:
-    """CPU default (``make train-internal-rl``): the small 5 x 5 grid, every stage (README: "the small grid")."""
-    return ReproduceConfig()
+    """The small 5 x 5 grid, every stage (README: "the small grid"), on two processes."""
+    return ReproduceConfig(workers=2)
 
 
 def small6_config() -> ReproduceConfig:
@@ -166,6 +171,7 @@ def small6_config() -> ReproduceConfig:
     return ReproduceConfig(
         variant="small6-fixed",
         rl=dataclasses.replace(_rl.small_config(), init_std=4.0, batch_size=1024, steps=150),
+        workers=2,
     )
 
 
@@ -190,6 +196,7 @@ def tiny_config() -> ReproduceConfig:
         rl_seeds=3,
         alpha_sweep=(0.0, 1.0),
         sweep_steps=200,
+        workers=2,
     )
 
 
@@ -408,44 +415,50 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         "forced-switch": dataclasses.replace(dcfg, meta=dataclasses.replace(dcfg.meta, forced_switch=True)),
         "cotrained": dataclasses.replace(dcfg, cotrain=True),
     }
-    metas: dict[str, list[Any]] = {}
-    results["discovery"] = {}
+    # Every metacontroller, CompILE and alpha-sweep run is independent given D*: one pool for all of them.
+    jobs: list[tuple[str, Any, Path | None, Any]] = []
     for name, vcfg in variants.items():
         if name not in methods:
             continue
-        start = time.perf_counter()
         for b, base_run in enumerate(base_runs):
             for s in range(cfg.meta_seeds):
-                out = _discovery.train_metacontroller(
-                    dataclasses.replace(
-                        vcfg, base_run=base_run, seed=cfg.seed + 100 * b + s, exp_name=f"meta-{name}"
-                    ),
-                    data=data,
+                one = dataclasses.replace(
+                    vcfg, base_run=base_run, seed=cfg.seed + 100 * b + s, exp_name=f"meta-{name}"
                 )
-                metas.setdefault(name, []).append(out.model)
-                if b == 0 and s == 0:
-                    results["discovery"][name] = {**out.metrics, "alpha": vcfg.alpha, "run": str(out.run_dir)}
-                results["discovery"][name].setdefault("seeds", []).append(out.metrics)
-        timed(f"discovery_{name}", start)
-
+                jobs.append((name, one, None, data))
     # CompILE (C.4.3) replaces the metacontroller on the same base models and D*; internal RL
     # then acts on its codes through the periodic-switch adapter (see compile_rl).
     if "compile" in methods:
-        start = time.perf_counter()
         ccfg = dataclasses.replace(cfg.compile, **common)
         for b, base_run in enumerate(base_runs):
             for s in range(cfg.meta_seeds):
-                seed = cfg.seed + 100 * b + s
-                one = dataclasses.replace(ccfg, compile=dataclasses.replace(ccfg.compile, seed=seed))
-                out = _compile_rl.train_compile_run(one, base_run=base_run, data=data)
-                metas.setdefault("compile", []).append(out.controlled)
-                if b == 0 and s == 0:
-                    results["discovery"]["compile"] = {
-                        **out.metrics, "alpha_z": one.compile.alpha_z, "alpha_b": one.compile.alpha_b,
-                        "run": str(out.run_dir),
-                    }  # fmt: skip
-                results["discovery"]["compile"].setdefault("seeds", []).append(out.metrics)
-        timed("discovery_compile", start)
+                one = dataclasses.replace(
+                    ccfg, compile=dataclasses.replace(ccfg.compile, seed=cfg.seed + 100 * b + s)
+                )
+                jobs.append(("compile", one, base_run, data))
+    sweep = tuple(cfg.alpha_sweep)  # rate-distortion (Fig. 7)
+    for alpha in sweep:
+        one = dataclasses.replace(dcfg, base_run=base_runs[0], alpha=alpha, steps=cfg.sweep_steps,
+                                  eval_every=cfg.sweep_steps, exp_name="meta-sweep")  # fmt: skip
+        jobs.append(("sweep", one, None, data))
+    done = map_runs(_discovery_job, jobs, cfg.workers, desc="metacontrollers")
+    metas: dict[str, list[Any]] = {}
+    results["discovery"] = {}
+    sweep_metrics = []
+    for (name, job_cfg, _, _), (model, metrics, job_dir, seconds) in zip(jobs, done, strict=True):
+        results["timings"][f"discovery_{name}"] = results["timings"].get(f"discovery_{name}", 0.0) + seconds
+        if name == "sweep":
+            sweep_metrics.append(metrics)
+            continue
+        metas.setdefault(name, []).append(model)
+        if name not in results["discovery"]:  # the first base model's first seed
+            alphas = (
+                {"alpha_z": job_cfg.compile.alpha_z, "alpha_b": job_cfg.compile.alpha_b}
+                if name == "compile"
+                else {"alpha": job_cfg.alpha}
+            )
+            results["discovery"][name] = {**metrics, **alphas, "run": str(job_dir)}
+        results["discovery"][name].setdefault("seeds", []).append(metrics)
 
     # Fig. 6: beta of held-out clean episodes against the true subgoal changes
     if "internal-rl" in metas:
@@ -457,26 +470,16 @@ def reproduce(cfg: ReproduceConfig) -> Path:
                       "metacontroller switching gate, held-out expert episode")  # fmt: skip
             figures.append(name)
 
-    # rate-distortion sweep (Fig. 7)
-    if cfg.alpha_sweep and "internal-rl" in variants:
-        start = time.perf_counter()
-        points = []
-        for alpha in cfg.alpha_sweep:
-            out = _discovery.train_metacontroller(
-                dataclasses.replace(dcfg, base_run=base_runs[0], alpha=alpha, steps=cfg.sweep_steps,
-                                    eval_every=cfg.sweep_steps, exp_name="meta-sweep"),
-                data=data,
-            )  # fmt: skip
-            points.append(_rate_distortion_point(alpha, out.metrics))
-            true_changes = out.metrics["eval/true_boundaries_per_episode"]
-        if dcfg.alpha not in cfg.alpha_sweep:  # the main metacontrollers are points of the sweep too
+    if sweep:
+        points = [_rate_distortion_point(a, m) for a, m in zip(sweep, sweep_metrics, strict=True)]
+        if dcfg.alpha not in sweep:  # the main metacontrollers are points of the sweep too
             for m in results["discovery"].get("internal-rl", {}).get("seeds", []):
                 points.append(_rate_distortion_point(dcfg.alpha, m))
             points.sort(key=lambda p: p["alpha"])
         results["rate_distortion"] = points
+        true_changes = sweep_metrics[-1]["eval/true_boundaries_per_episode"]
         plot_rate_distortion(points, true_changes, run_dir / "rate_distortion.png")
         figures.append("rate_distortion.png")
-        timed("alpha_sweep", start)
 
     # 4. RL on the post-training task, every method with the same harness and episode budget
     rcfg = dataclasses.replace(cfg.rl, **common)
@@ -496,12 +499,8 @@ def reproduce(cfg: ReproduceConfig) -> Path:
         start = time.perf_counter()
         results["steering"] = _steering(cfg, rcfg, metas["internal-rl"][0], data, label_model)
         timed("steering", start)
-    results["rl"] = {}
-    curves: dict[str, list[list[float]]] = {}
-    episodes: list[int] = []
+    rl_jobs: list[tuple[str, _rl.RLConfig, Any, Path | None]] = []
     for name in methods:
-        start = time.perf_counter()
-        entry: dict[str, Any] = {"metrics": [], "decisions": [], "episodes": []}
         control_cfg: dict[str, Any] = {}
         if name == "raw-action":
             runs = cfg.raw_action_runs or len(base_runs) * cfg.meta_seeds
@@ -517,19 +516,20 @@ def reproduce(cfg: ReproduceConfig) -> Path:
             for s in range(cfg.rl_seeds):
                 seed = cfg.seed + 1000 * m_index + s
                 one = dataclasses.replace(rcfg, seed=seed, exp_name=f"rl-{name}", **control_cfg)
-                if name == "raw-action":
-                    base, _ = _pretrain.load_backbone(base_runs[(m_index + s) % len(base_runs)])
-                    out = train_raw_action_rl(one, base)
-                else:
-                    out = _rl.train_internal_rl(one, model)
-                history = json.loads((out.run_dir / "results.json").read_text())["history"]
-                curves.setdefault(name, []).append(out.success)
-                entry["metrics"].append(out.metrics)
-                entry["decisions"].append(history["decisions"])
-                entry["episodes"] = out.episodes
-                episodes = out.episodes
-        results["rl"][name] = entry
-        timed(f"rl_{name}", start)
+                base_run = base_runs[(m_index + s) % len(base_runs)] if name == "raw-action" else None
+                rl_jobs.append((name, one, model, base_run))
+    results["rl"] = {}
+    curves: dict[str, list[list[float]]] = {}
+    episodes: list[int] = []
+    for (name, *_), (out, decisions, seconds) in zip(
+        rl_jobs, map_runs(_rl_job, rl_jobs, cfg.workers, desc="RL runs"), strict=True
+    ):
+        entry = results["rl"].setdefault(name, {"metrics": [], "decisions": [], "episodes": []})
+        curves.setdefault(name, []).append(out.success)
+        entry["metrics"].append(out.metrics)
+        entry["decisions"].append(decisions)
+        entry["episodes"] = episodes = out.episodes
+        results["timings"][f"rl_{name}"] = results["timings"].get(f"rl_{name}", 0.0) + seconds
     if ant:  # Fig. 8b: success divided by the expert's
         normalised = {k: [[x / ANT_EXPERT_SUCCESS for x in run] for run in v] for k, v in curves.items()}
         results["curves_normalised"] = normalised
@@ -586,6 +586,33 @@ def _steering(
         gains = transition_rates(label_model, eye, tasks["rl"], gains=(1.0, 2.0), episodes=n, **play)
         out["transitions"]["label-driven"] = {"task": list(tasks["rl"]), "gains": gains}
     return out
+
+
+def _discovery_job(
+    kind: str, cfg: Any, base_run: Path | None, data: Any
+) -> tuple[Any, dict[str, Any], Path, float]:
+    """One metacontroller, CompILE or sweep run: (model for internal RL, metrics, run folder, seconds).
+    Module level, so that ``map_runs`` can send it to a worker process."""
+    start = time.perf_counter()
+    if kind == "compile":
+        out = _compile_rl.train_compile_run(cfg, base_run=base_run, data=data)
+        return out.controlled, out.metrics, out.run_dir, time.perf_counter() - start
+    out = _discovery.train_metacontroller(cfg, data=data)
+    return out.model, out.metrics, out.run_dir, time.perf_counter() - start
+
+
+def _rl_job(
+    name: str, cfg: _rl.RLConfig, model: Any, base_run: Path | None
+) -> tuple[Any, list[float], float]:
+    """One RL run of method ``name``: (RLResult, decisions per episode of each iteration, seconds)."""
+    start = time.perf_counter()
+    if name == "raw-action":
+        base, _ = _pretrain.load_backbone(base_run)
+        out = train_raw_action_rl(cfg, base)
+    else:
+        out = _rl.train_internal_rl(cfg, model)
+    history = json.loads((out.run_dir / "results.json").read_text())["history"]
+    return out, history["decisions"], time.perf_counter() - start
 
 
 def _rate_distortion_point(alpha: float, m: dict[str, Any]) -> dict[str, float]:
