@@ -119,10 +119,12 @@ def reproduce(
     config: Annotated[
         str,
         tyro.conf.arg(
-            help="preset: small (the 5 x 5 grid reproduction, CPU default), small6 (six colours on fixed cells, where internal RL learns the held-out task and the baselines do not), tiny (7 x 7 grid, CPU wiring check), "
-            "paper (7 x 7 grid, the paper's GPU settings), tiny-ant (ant, CPU smoke run) or paper-ant (ant, GPU settings)"
+            help="preset: small6 (CPU default: the 5 x 5 grid with six colours on fixed cells, where internal RL "
+            "learns the held-out task and the baselines do not), small (four colours drawn anew per episode), tiny "
+            "(7 x 7 grid, CPU wiring check), paper (7 x 7 grid, the paper's GPU settings), tiny-ant (ant, CPU smoke "
+            "run) or paper-ant (ant, GPU settings)"
         ),
-    ] = "small",
+    ] = "small6",
     base_run: Path | None = None,
     run_root: Path = Path("runs"),
     num_threads: int = 1,

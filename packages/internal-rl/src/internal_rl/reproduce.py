@@ -6,7 +6,7 @@ RL (on the metacontrollers' and CompILE's codes) and raw-action RL on the post-t
 with several seeds, an optional alpha sweep (rate-distortion), then ``results.json``,
 ``report.md`` and PNG figures in ``runs/internal-rl/<run>/``.
 
-The default is a tiny, CPU-sized configuration; ``--config paper`` holds the paper's settings
+The default (``small6``) is a small grid sized for a 2-core CPU; ``--config paper`` holds the paper's settings
 (30 runs = 10 base models x 3 metacontroller seeds, Tables A4/A9/A13) for GPU machines.
 
 ``--config tiny-ant`` / ``paper-ant`` run the same stages on ant-pinpad (``env="ant"``; Tables
@@ -68,7 +68,7 @@ ANT_EXPERT_SUCCESS = 0.7
 
 @dataclass
 class ReproduceConfig:
-    """Pipeline settings. Defaults: the tiny CPU configuration (a few minutes per stage)."""
+    """Pipeline settings. Defaults: the ``small`` grid's, on one process; ``PRESETS`` holds the named runs."""
 
     base_run: Path | None = None
     """Reuse a pretraining run (skips pretraining); otherwise ``pretrain_preset`` is trained."""
@@ -164,10 +164,10 @@ def small_config() -> ReproduceConfig:
 
 
 def small6_config() -> ReproduceConfig:
-    """The small grid where internal RL learns the held-out task and every baseline stays at 0: six colours
-    on fixed cells (``small6-fixed``), a first policy N(0, 4^2 I) and the paper's batch of 1024 episodes
-    (README: "Sixth search"), 150 iterations per RL run. Every other setting, alpha 0.1 included, is the
-    ``small`` preset's."""
+    """CPU default (``make train-internal-rl``): the small grid where internal RL learns the held-out task and
+    every baseline stays at 0. Six colours on fixed cells (``small6-fixed``), a first policy N(0, 4^2 I) and
+    the paper's batch of 1024 episodes (README: "Sixth search"), 150 iterations per RL run. Every other
+    setting, alpha 0.1 included, is the ``small`` preset's."""
     return ReproduceConfig(
         variant="small6-fixed",
         rl=dataclasses.replace(_rl.small_config(), init_std=4.0, batch_size=1024, steps=150),
