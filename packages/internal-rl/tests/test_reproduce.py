@@ -239,6 +239,9 @@ def test_cli_variant_reaches_every_stage_and_bad_values_stop_before_work(tmp_pat
     default = seen.pop()
     assert default.variant == "small6-fixed" and default.workers == 2
     assert (default.rl.init_std, default.rl.batch_size, default.rl.steps) == (4.0, 1024, 150)
+    assert (
+        default.alpha_sweep[-1] == 1.0 == max(discovery.ALPHA_GRID)
+    )  # Fig. 7 up to the paper's largest alpha
     cli.reproduce("small", run_root=tmp_path, variant="small-fixed")
     assert seen[-1].variant == "small-fixed" and seen[-1].run_root == tmp_path
     cli.reproduce("small", run_root=tmp_path)
