@@ -1,10 +1,11 @@
-"""Slow: ``internal-rl reproduce --config small6`` (about 30 minutes on 2 cores).
+"""Slow: ``make train-internal-rl``'s default, ``internal-rl reproduce --config small6`` (about 16 minutes
+on 2 cores, pretraining included).
 
 Six colours on fixed cells, a first policy N(0, 4^2 I) and batches of 1024 episodes: internal RL over the
 discovered codes learns the held-out task 0-1-2-3, whose transitions pretraining never shows, while
 raw-action RL, forced switching, the co-trained metacontroller and CompILE never get a success to learn from
-(README, "Sixth search"). What the run does not reproduce (Fig. 7's fall of the switch count with alpha)
-is reported there and in the run's own figures table, not asserted here.
+(README, "Sixth search"). The switch count falls with alpha only past 0.3 (README: no plateau at the true
+count), which the Fig. 7 row of the report states and this test asserts as the report's verdict.
 """
 
 from __future__ import annotations
@@ -46,3 +47,5 @@ def test_small6_internal_rl_learns_the_held_out_task_and_the_baselines_do_not(tm
     assert statistics.median(final("subgoal-codes")) > 0.5 * sup["posttrain/true_success"]
     verdicts = {r["figure"]: r["reproduced"] for r in results["figures_reproduced"]}
     assert verdicts["Fig. 8"] == verdicts["Fig. 8, beta = 1 ablation"] == verdicts["Figs. 6, A3"] == "yes"
+    # Fig. 7 (measured: 5.04 / 4.83 / 4.77 / 3.25 / 0.86 switches per episode at alpha 0.03 / 0.1 / 0.3 / 0.5 / 1)
+    assert verdicts["Fig. 7"] == "yes"
