@@ -59,7 +59,7 @@ def test_update_registers_low_resolution_frames_by_dense_tracking(checker_room):
     without = SpatialMemory(voxel_size=CONFIG.train.data.memory_voxel_size)
     without.add_frames(sc.frames[:1], sc.depth[:1], sc.w2c[:1], sc.intrinsics, frame_ids=[0])
     sift_only = without.update_from_clip(
-        sc.frames[1:9], request, sc.intrinsics, config=SlamConfig(dense=None)
+        sc.frames[1:9], request, sc.intrinsics, config=SlamConfig(dense=None, photometric=None)
     )
     assert not bool(sift_only.registered.any())
 

@@ -11,7 +11,8 @@ The paper estimates the geometry of each generated clip with a feed-forward reco
    matches (anchor keypoints lifted by their depth; registered new frames lifted by the
    memory's depth rendered at their pose, so registration grows outward along the clip).
    Frames SIFT leaves out (at 32 x 32 it finds almost nothing) are tracked against the anchors
-   by dense patch matching, then the same PnP (``spatia.dense_tracking``).
+   by dense patch matching, then the same PnP (``spatia.dense_tracking``), and those left after
+   that by direct photometric alignment (``spatia.photometric_tracking``: striped rooms).
    Where fewer than ``min_registered_new`` frames register that way (no overlap, e.g. an empty
    memory), pycolmap's incremental mapping reconstructs the clip and a similarity fixes its
    gauge on the anchors or, lacking them, on the requested trajectory. The request is the prior
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 
 from spatia.dense_tracking import DenseTrackingConfig, register_dense
+from spatia.photometric_tracking import PhotometricTrackingConfig, register_photometric
 
 if TYPE_CHECKING:
     from spatia.spatial_memory import SpatialMemory
@@ -76,7 +78,10 @@ class SlamConfig:
     occlusion_tolerance: float = 0.1  # a triangulated point this far (relative) behind the memory is rejected
     dense: DenseTrackingConfig | None = field(default_factory=DenseTrackingConfig)
     # Frames SIFT leaves unregistered are tracked against the anchors by dense patch matching
-    # (spatia.dense_tracking); at 32 x 32 SIFT registers nothing. None: SIFT only.
+    # (spatia.dense_tracking); at 32 x 32 SIFT registers nothing. None: skip it.
+    photometric: PhotometricTrackingConfig | None = field(default_factory=PhotometricTrackingConfig)
+    # Then by direct photometric alignment (spatia.photometric_tracking), which also tracks striped rooms,
+    # where no patch peaks along both axes. None: skip it.
     seed: int = 0
 
 
@@ -93,7 +98,8 @@ class SlamResult:
     num_anchors_registered: int = 0
     num_triangulated: int = 0
     scale: float = float("nan")
-    # "pnp" (SIFT into the memory), "dense", "pnp+dense", "mapping" (incremental SfM) or "prior"
+    # "mapping" (incremental SfM), "prior", or the registrations that placed frames, joined by "+":
+    # "pnp" (SIFT into the memory), "dense", "photometric" (e.g. "dense+photometric")
     method: str = "prior"
     rotation_error_deg: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # vs the request
     translation_error: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
@@ -538,18 +544,27 @@ def _update(
     new_poses = (
         register_by_pnp(memory, anchors, keypoints, matches, new_slots, k, h, w, config) if anchors else {}
     )
-    method, scale = "pnp", 1.0
-    if config.dense is not None and anchors:
+    methods, scale = ["pnp"] if new_poses else [], 1.0
+    if anchors:
+        # Frames SIFT leaves out go to the trackers that need no keypoints, most precise first.
         sources = [(kf.image, kf.depth, kf.w2c.double()) for kf in anchors]
-        dense = {}
-        for s in new_slots:
-            if s not in new_poses:
-                pose = register_dense(sources, images[s], prior[s - first_new], k, config.dense)
-                if pose is not None:
-                    dense[s] = pose
-        if dense:
-            method = "pnp+dense" if new_poses else "dense"
-            new_poses.update(dense)
+        trackers = (
+            ("dense", register_dense, config.dense),
+            ("photometric", register_photometric, config.photometric),
+        )
+        for name, register, options in trackers:
+            if options is None:
+                continue
+            found = {}
+            for s in new_slots:
+                if s not in new_poses:
+                    pose = register(sources, images[s], prior[s - first_new], k, options)
+                    if pose is not None:
+                        found[s] = pose
+            if found:
+                methods.append(name)
+                new_poses.update(found)
+    method = "+".join(methods) or "pnp"
     if len(new_poses) < config.min_registered_new:
         # Too little overlap with the memory: reconstruct from scratch, then fix the gauge on the anchors
         # (if enough registered) or on the requested trajectory.
