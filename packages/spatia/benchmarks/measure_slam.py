@@ -13,7 +13,7 @@ poses, points added / triangulated and the update time. Writes ``spatia_slam_cpu
 ``--low-res``: the CPU reproduction's 32 x 32 evaluation rooms (seeds 1000 + i, `spatia reproduce`'s
 cameras and texture scale), where SIFT finds almost nothing. Frame 0 with exact depth fills the
 memory; frames 1-12 of the way out are the clip, requested 3 degrees and 0.05 units off the truth;
-the update goes through SIFT and then dense tracking. Writes ``spatia_slam_32px_cpu.json``.
+the update goes through SIFT, dense patch tracking and photometric tracking. Writes ``spatia_slam_32px_cpu.json``.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=None, help="rooms (default 8, or 16 with --low-res)")
     parser.add_argument(
-        "--low-res", action="store_true", help="32 x 32 evaluation rooms, SIFT + dense tracking"
+        "--low-res", action="store_true", help="32 x 32 evaluation rooms, SIFT + dense + photometric tracking"
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -51,7 +51,7 @@ def _unit(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return centred / norm.clamp(min=1e-6), norm[..., 0]
 
 
-def _lift(depth: torch.Tensor, w2c: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+def lift_to_world(depth: torch.Tensor, w2c: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     """World points ``(H*W, 3)`` of every pixel (integer centres) of a ``(H, W)`` depth map."""
     h, w = depth.shape
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -59,6 +59,19 @@ def _lift(depth: torch.Tensor, w2c: torch.Tensor, intrinsics: torch.Tensor) -> t
     cam = (pix @ torch.linalg.inv(intrinsics.double()).T) * depth.flatten().double()[:, None]
     c2w = torch.linalg.inv(w2c.double())
     return cam @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+def smooth_depth(depth: torch.Tensor, radius: int, max_kink: float) -> torch.Tensor:
+    """``(H, W)`` bool: known depth with no occlusion edge or crease within ``radius`` pixels.
+
+    Inverse depth is affine in the pixel coordinates on a plane, so a large second difference (relative to
+    the inverse depth) marks an edge; pixels across one move with parallax, not with the camera alone.
+    """
+    inv = torch.where(depth > 0, 1.0 / depth.double().clamp(min=1e-9), 0.0)[None, None]
+    lap = F.conv2d(F.pad(inv, (1, 1, 1, 1), mode="replicate"), torch.tensor(
+        [[[[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]]], dtype=torch.float64))  # fmt: skip
+    kink = torch.where(inv > 0, lap.abs() / inv.clamp(min=1e-9), torch.inf)
+    return F.max_pool2d(kink, 2 * radius + 1, stride=1, padding=radius)[0, 0] <= max_kink
 
 
 def dense_correspondences(
@@ -78,7 +91,7 @@ def dense_correspondences(
     cfg = config or DenseTrackingConfig()
     c, h, w = anchor.shape
     r, big = cfg.patch_radius, cfg.search_radius
-    world = _lift(anchor_depth, anchor_w2c, intrinsics)
+    world = lift_to_world(anchor_depth, anchor_w2c, intrinsics)
     cam = world @ guess_w2c[:3, :3].double().T + guess_w2c[:3, 3].double()
     uvz = cam @ intrinsics.double().T
     z = uvz[:, 2]
@@ -88,14 +101,7 @@ def dense_correspondences(
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     interior = (xs.flatten() >= r) & (xs.flatten() < w - r) & (ys.flatten() >= r) & (ys.flatten() < h - r)
     lands = (uv[:, 0] >= r) & (uv[:, 0] <= w - 1 - r) & (uv[:, 1] >= r) & (uv[:, 1] <= h - 1 - r)
-    # Inverse depth is affine in the pixel coordinates on a plane: a large second difference inside
-    # the patch marks an occlusion edge or a crease.
-    inv = torch.where(anchor_depth > 0, 1.0 / anchor_depth.double().clamp(min=1e-9), 0.0)[None, None]
-    lap = F.conv2d(F.pad(inv, (1, 1, 1, 1), mode="replicate"), torch.tensor(
-        [[[[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]]], dtype=torch.float64))  # fmt: skip
-    kink = lap.abs() / inv.clamp(min=1e-9)
-    kink = torch.where(inv > 0, kink, torch.inf)
-    smooth = F.max_pool2d(kink, 2 * r + 1, stride=1, padding=r).flatten() <= cfg.max_depth_kink
+    smooth = smooth_depth(anchor_depth, r, cfg.max_depth_kink).flatten()
     keep = smooth & (z > 1e-6) & interior & lands & (texture > cfg.min_texture)
     idx = keep.nonzero().squeeze(1)
     if idx.numel() == 0:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from spatia.dense_tracking import _lift
+from spatia.dense_tracking import lift_to_world, smooth_depth
 
 
 @dataclass
@@ -97,13 +97,9 @@ def _anchor_points(
         blurred = _blur(image, sigma)
         gx, gy = _gradients(blurred)
         gradient = (gx.square() + gy.square()).sum(0).sqrt()
-        inv = torch.where(depth > 0, 1.0 / depth.double().clamp(min=1e-9), 0.0)[None, None]
-        lap = F.conv2d(F.pad(inv, (1, 1, 1, 1), mode="replicate"), torch.tensor(
-            [[[[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]]], dtype=torch.float64))  # fmt: skip
-        kink = torch.where(inv > 0, lap.abs() / inv.clamp(min=1e-9), torch.inf)
-        smooth = F.max_pool2d(kink, 3, stride=1, padding=1)[0, 0] <= cfg.max_depth_kink
+        smooth = smooth_depth(depth, 1, cfg.max_depth_kink)
         keep = ((gradient > cfg.min_gradient) & smooth & (depth > 0)).flatten()
-        points.append(_lift(depth, w2c, intrinsics)[keep])
+        points.append(lift_to_world(depth, w2c, intrinsics)[keep])
         colours.append(blurred.flatten(1).T[keep])
     return torch.cat(points), torch.cat(colours)
 
