@@ -1,6 +1,7 @@
-"""Slow: the small-grid reproduction that ``make train-internal-rl`` runs (about 25 minutes on 2 cores).
+"""Slow: ``internal-rl reproduce --config small``, four colours drawn anew (the default until the tenth
+session; 1474 s measured before the runs went to two processes).
 
-Asserts the effects it reproduces (README, "The small grid"), the positive control's RL half of Fig. 8
+Asserts the effects it reproduces (README, "The `small` preset"), the positive control's RL half of Fig. 8
 included; the one it does not reach at this scale (internal RL over the discovered codes above raw-action
 RL) is reported there with the evidence, not asserted here.
 """
