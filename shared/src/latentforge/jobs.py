@@ -33,8 +33,9 @@ def map_runs(
     """``[fn(*job) for job in jobs]``, on ``workers`` processes when ``workers > 1``.
 
     The workers are spawned (not forked: torch's thread pools do not survive a fork), so ``fn`` must be
-    a module-level function and the jobs and results must pickle (tensors and modules do). Results come
-    back in the order of ``jobs``; the first job to raise stops the map with its exception.
+    a module-level function and the jobs and results must pickle (tensors and modules do), and a script
+    that calls this needs the ``if __name__ == "__main__":`` guard (each worker imports the main module).
+    Results come back in the order of ``jobs``; the first job to raise stops the map with its exception.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
