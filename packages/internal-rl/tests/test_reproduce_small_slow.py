@@ -1,5 +1,5 @@
 """Slow: ``internal-rl reproduce --config small``, four colours drawn anew (the default until the tenth
-session; 1474 s measured before the runs went to two processes).
+session; 536 s with the runs on two processes, 1474 s on one).
 
 Asserts the effects it reproduces (README, "The `small` preset"), the positive control's RL half of Fig. 8
 included; the one it does not reach at this scale (internal RL over the discovered codes above raw-action
