@@ -95,7 +95,9 @@ def _anchor_points(
         gx, gy = _gradients(blurred)
         gradient = (gx.square() + gy.square()).sum(0).sqrt()
         smooth = smooth_depth(depth, 1, cfg.max_depth_kink)
-        keep = ((gradient > cfg.min_gradient) & smooth & (depth > 0)).flatten()
+        keep = (
+            (gradient > cfg.min_gradient) & smooth
+        ).flatten()  # smooth_depth is False where depth is unknown
         points.append(lift_to_world(depth, w2c, intrinsics)[keep])
         colours.append(blurred.flatten(1).T[keep])
     return torch.cat(points), torch.cat(colours)
