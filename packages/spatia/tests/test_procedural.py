@@ -147,3 +147,36 @@ def test_supersampling_blends_only_across_texture_borders():
     assert torch.equal(sharp.depth, smooth.depth) and torch.equal(sharp.dynamic_mask, smooth.dynamic_mask)
     same = (sharp.images - smooth.images).abs().amax(1) < 1e-6
     assert 0.5 < same.float().mean() < 1.0  # cell interiors agree; borders are blends
+
+
+def test_patterns_change_only_the_textures():
+    """The pattern draw takes the same random numbers: geometry, colours and cells stay; only textures change."""
+    from spatia.data.procedural import random_scene
+
+    mixed = random_scene(torch.Generator().manual_seed(4), patterns=(0, 1))
+    tiles = random_scene(torch.Generator().manual_seed(4), patterns=(2,))
+    assert [b.pattern for b in tiles.boxes] == [2] * len(tiles.boxes)
+    for a, b in zip(mixed.boxes, tiles.boxes, strict=True):
+        assert torch.equal(a.lo, b.lo) and torch.equal(a.colors, b.colors) and a.cell == b.cell
+    with pytest.raises(ValueError, match="patterns"):
+        random_scene(torch.Generator().manual_seed(4), patterns=(3,))
+
+
+def test_tiles_are_unique_and_keep_neighbours_apart():
+    """Tiles: every cell's colour lies between the box's two; edge neighbours differ; cells are not a 2-periodic
+    checkerboard (what makes a patch of them placeable)."""
+    from spatia.data.procedural import Box, _texture
+
+    colors = torch.tensor([[0.1, 0.2, 0.3], [0.9, 0.6, 0.5]], dtype=torch.float64)
+    box = Box(torch.full((3,), -5.0), torch.full((3,), 5.0), colors, pattern=2, cell=1.0)
+    i, j = torch.meshgrid(torch.arange(-8, 8), torch.arange(-8, 8), indexing="ij")
+    centres = torch.stack([torch.zeros_like(i), i, j], -1).double() + torch.tensor([0.0, 0.5, 0.5])
+    tex = _texture(box, torch.zeros(i.shape, dtype=torch.long), centres)  # faces normal to x: cells in (y, z)
+    weight = ((tex - colors[0]) / (colors[1] - colors[0]))[..., 0]
+    torch.testing.assert_close(weight, ((tex - colors[0]) / (colors[1] - colors[0]))[..., 2])
+    assert weight.min() >= 0 and weight.max() <= 1
+    assert (weight[1:] - weight[:-1]).abs().min() >= 0.2 - 1e-9
+    assert (weight[:, 1:] - weight[:, :-1]).abs().min() >= 0.2 - 1e-9
+    # Unlike a checkerboard, a cell and the one two steps on (same parity) mostly differ.
+    assert ((weight[2:] - weight[:-2]).abs() > 0.01).float().mean() > 0.9
+    assert ((weight[:, 2:] - weight[:, :-2]).abs() > 0.01).float().mean() > 0.9

@@ -27,6 +27,16 @@ def test_config_presets_tiny_by_default_paper_on_request():
     assert paper.train.model.pretrained == "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
 
+def test_autoencoder_rooms_must_match_the_training_rooms(tmp_path):
+    from spatia.reproduce import reproduce, tiny_reproduce
+
+    config = tiny_reproduce()
+    config = replace(config, runs_root=str(tmp_path), autoencoder=replace(config.autoencoder, patterns=(1,)))
+    with pytest.raises(ValueError, match=r"patterns: train\.data"):
+        reproduce(config)
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
+
+
 def test_eval_scene_loop_returns_to_its_start():
     cfg = ReproduceConfig()
     scene = eval_scene(1000, cfg, 13)

@@ -54,6 +54,8 @@ class AutoencoderConfig:
     width: int = 32
     cell_range: tuple[float, float] = (0.8, 1.6)
     """Texture cell sizes of the rooms (as the transformer's training data)."""
+    patterns: tuple[int, ...] = (0, 1)
+    """Texture patterns of the rooms (as the transformer's training data)."""
     supersample: int = 4
     """Anti-aliasing rays per pixel side (as the transformer's training data)."""
     latent_noise: float = 0.05
@@ -76,6 +78,7 @@ def _rooms(config: AutoencoderConfig, seeds: list[int]) -> torch.Tensor:
             config.height,
             config.width,
             cell_range=config.cell_range,
+            patterns=config.patterns,
             supersample=config.supersample,
         )[1].images
         for s in seeds

@@ -71,6 +71,8 @@ class DataConfig:
     """Procedural source: add a moving box (kept out of the memory, as the paper does)."""
     cell_range: tuple[float, float] = (0.3, 0.9)
     """Procedural source: texture cell sizes (world units)."""
+    patterns: tuple[int, ...] = (0, 1)
+    """Procedural source: texture patterns drawn per face (0 checker, 1 stripes, 2 tiles)."""
     supersample: int = 1
     """Procedural source: anti-aliasing rays per pixel side (1: one ray per pixel)."""
     memory_voxel_size: float = 0.01

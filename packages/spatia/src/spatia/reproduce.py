@@ -269,7 +269,7 @@ def eval_scene(seed: int, config: ReproduceConfig, num_frames: int) -> EvalScene
 
     data = config.train.data
     gen = torch.Generator().manual_seed(seed)
-    scene = random_scene(gen, dynamic_object=False, cell_range=data.cell_range)
+    scene = random_scene(gen, dynamic_object=False, cell_range=data.cell_range, patterns=data.patterns)
     start = orbit_trajectory(scene, 1, gen)[0]
     w2c = eval_trajectory(config, num_frames, start)
     h, w = data.height, data.width
@@ -284,7 +284,9 @@ def wrong_room_memory(config: ReproduceConfig, scene: EvalScene):
     from spatia.spatial_memory import SpatialMemory
 
     data = config.train.data
-    other = random_scene(torch.Generator().manual_seed(scene.seed + 7919), cell_range=data.cell_range)
+    other = random_scene(
+        torch.Generator().manual_seed(scene.seed + 7919), cell_range=data.cell_range, patterns=data.patterns
+    )
     h, w = data.height, data.width
     view = render(other, scene.intrinsics, scene.w2c[:1], h, w, supersample=data.supersample)
     memory = SpatialMemory(voxel_size=data.memory_voxel_size)
@@ -395,12 +397,27 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def check_autoencoder_rooms(config: ReproduceConfig) -> None:
+    """The trained autoencoder must learn the rooms the transformer trains on; fail before any work if not."""
+    if not config.use_trained_autoencoder:
+        return
+    data, ae = config.train.data, config.autoencoder
+    names = ("height", "width", "cell_range", "patterns", "supersample")
+    differ = [n for n in names if getattr(data, n) != getattr(ae, n)]
+    if differ:
+        pairs = ", ".join(
+            f"{n}: train.data {getattr(data, n)} vs autoencoder {getattr(ae, n)}" for n in differ
+        )
+        raise ValueError(f"the autoencoder's rooms differ from the training data's ({pairs}); set both")
+
+
 def reproduce(config: ReproduceConfig) -> Path:
     """Train, generate along loops with and without memory, evaluate, write results and the report."""
     from spatia.autoencoder import cached_autoencoder
     from spatia.report import write_report
     from spatia.video import contact_sheet, write_mp4
 
+    check_autoencoder_rooms(config)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     seed_everything(config.train.seed)
     run_dir = create_run_dir(config.runs_root, "spatia", config.exp_name, config.train.seed, config)

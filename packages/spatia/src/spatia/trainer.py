@@ -158,6 +158,7 @@ def build_dataset(data: DataConfig, seed: int):
             dynamic_object=data.dynamic_object,
             voxel_size=data.memory_voxel_size,
             cell_range=data.cell_range,
+            patterns=data.patterns,
             supersample=data.supersample,
             prompt=data.prompt,
             seed=seed,

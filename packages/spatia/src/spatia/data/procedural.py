@@ -2,8 +2,9 @@
 
 A scene is a room (the inside of an axis-aligned box: floor, ceiling, four walls) holding
 a few axis-aligned boxes, optionally one box moving in a straight line (dynamic content).
-Every face carries a procedural texture (checkerboard or stripes in two colours) defined
-in the face's own 2D coordinates, so a surface point has one colour from every view.
+Every face carries a procedural texture (checkerboard, stripes, or tiles: square cells shaded
+between two colours) defined in the face's own 2D coordinates, so a surface point has one
+colour from every view.
 
 Frames are ray-cast analytically (slab intersection), so depth, intrinsics and poses are
 exact. Cameras follow the project convention: OpenCV world-to-camera (+z forward, x right,
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
     from spatia.spatial_memory import SpatialMemory
 
 
+PATTERNS = {0: "checker", 1: "stripes", 2: "tiles"}
+"""Texture patterns. Tiles shade every cell by a hash of its index on top of the checker parity:
+unlike stripes (one-dimensional) or a checkerboard (the same corner everywhere) a patch of
+tiles is both two-dimensional and unique, so trackers and matchers can place it."""
+
+
 @dataclass
 class Box:
     """Axis-aligned box ``[lo, hi]`` with a texture; ``velocity`` (world units per frame) makes it move."""
@@ -31,7 +38,7 @@ class Box:
     lo: torch.Tensor
     hi: torch.Tensor
     colors: torch.Tensor  # (2, 3) in [0, 1]
-    pattern: int  # 0 checker, 1 stripes
+    pattern: int  # 0 checker, 1 stripes, 2 tiles (see PATTERNS)
     cell: float
     velocity: torch.Tensor | None = None
 
@@ -70,19 +77,24 @@ def random_scene(
     num_boxes: int = 3,
     dynamic_object: bool = False,
     cell_range: tuple[float, float] = (0.3, 0.9),
+    patterns: tuple[int, ...] = (0, 1),
 ) -> Scene:
     """A room of 4-7 units a side with ``num_boxes`` static boxes and an optional moving one.
 
     Texture cells are drawn uniformly from ``cell_range`` (world units): at 32x32 pixels the
     default cells are 1-3 pixels on far walls, which aliases into noise; tiny presets use larger ones.
+    Each face's pattern is drawn uniformly from ``patterns`` (keys of ``PATTERNS``); the draw takes
+    the same random numbers whatever the tuple, so rooms differ only in their patterns.
     """
+    if not patterns or any(p not in PATTERNS for p in patterns):
+        raise ValueError(f"patterns must be a non-empty tuple of {sorted(PATTERNS)}, got {patterns!r}")
 
     def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(shape or (1,), generator=generator, dtype=torch.float64)
 
     def texture() -> tuple[torch.Tensor, int, float]:
         colors = uniform(0.05, 0.95, 2, 3)
-        pattern = int(torch.randint(0, 2, (1,), generator=generator))
+        pattern = patterns[int(torch.randint(0, len(patterns), (1,), generator=generator))]
         return colors, pattern, float(uniform(*cell_range))
 
     half = uniform(2.0, 3.5, 3)
@@ -155,8 +167,22 @@ def _texture(box: Box, axis: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
     keep = torch.tensor([[1, 2], [0, 2], [0, 1]], device=point.device)[axis]
     uv = torch.gather(coords, -1, keep) / box.cell
     cells = torch.floor(uv).long()
+    colors = box.colors.to(point)
+    if box.pattern == 2:
+        parity = ((cells[..., 0] + cells[..., 1]) % 2).to(point)
+        # Neighbours differ by at least 0.2 of the colour gap (parity 0.6, hash at most 0.4).
+        weight = (0.6 * parity + 0.4 * _cell_hash(cells).to(point))[..., None]
+        return colors[0] + weight * (colors[1] - colors[0])
     which = (cells[..., 0] + cells[..., 1]) % 2 if box.pattern == 0 else cells[..., 0] % 2
-    return box.colors.to(point)[which]
+    return colors[which]
+
+
+def _cell_hash(cells: torch.Tensor) -> torch.Tensor:
+    """A fixed pseudo-random value in [0, 1] per integer cell ``(..., 2)``, the same on every machine."""
+    h = (cells[..., 0] * 73_856_093) ^ (cells[..., 1] * 19_349_663)
+    # Kept below 2**31 before the multiply, so the product never overflows int64.
+    h = ((h ^ (h >> 13)) & 0x7FFF_FFFF) * 1_274_126_177
+    return h.remainder(1021).to(torch.float64) / 1020
 
 
 def _slab(origin: torch.Tensor, direction: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
@@ -259,11 +285,12 @@ def sample_scene(
     *,
     dynamic_object: bool = False,
     cell_range: tuple[float, float] = (0.3, 0.9),
+    patterns: tuple[int, ...] = (0, 1),
     supersample: int = 1,
 ) -> tuple[Scene, RenderedClip]:
     """A random scene rendered along its orbit trajectory, fully determined by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    scene = random_scene(generator, dynamic_object=dynamic_object, cell_range=cell_range)
+    scene = random_scene(generator, dynamic_object=dynamic_object, cell_range=cell_range, patterns=patterns)
     w2c = orbit_trajectory(scene, num_frames, generator)
     k = intrinsics_from_fov(height, width)
     return scene, render(scene, k, w2c, height, width, supersample=supersample)
@@ -297,6 +324,7 @@ class ProceduralClips:
         dynamic_object: bool = True,
         voxel_size: float = 0.02,
         cell_range: tuple[float, float] = (0.3, 0.9),
+        patterns: tuple[int, ...] = (0, 1),
         supersample: int = 1,
         prompt: str = "a camera moves through a room",
         seed: int = 0,
@@ -315,6 +343,7 @@ class ProceduralClips:
         self.dynamic_object = dynamic_object
         self.voxel_size = voxel_size
         self.cell_range = cell_range
+        self.patterns = patterns
         self.supersample = supersample
         self.prompt = prompt
         self.seed = seed
@@ -338,6 +367,7 @@ class ProceduralClips:
                 self.width,
                 dynamic_object=self.dynamic_object,
                 cell_range=self.cell_range,
+                patterns=self.patterns,
                 supersample=self.supersample,
             )
             self._scenes[index] = clip
