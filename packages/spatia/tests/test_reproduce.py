@@ -115,6 +115,10 @@ def test_summary_and_verdict_follow_the_seed_spread(tmp_path):
     assert "registered 24 of 100 frames" in text  # every run with a pose error, frame 0 included
     assert "over the 2 videos with at least 3 registered frames" in text
     assert "1.50 degrees on average (worst frame 3.00) and 0.030 units" in text
+    assert "in the memory's frame" not in text  # results written before the unaligned error existed
+    runs[1]["metrics"]["pose_error"] |= {"world_rotation_deg_mean": 4.0, "world_centre_rmse": 0.1}
+    text = write_report(results, tmp_path / "report.md").read_text()
+    assert "in the memory's frame (no alignment: the memory fixes frame and scale), 4.00 degrees and 0.100" in text
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@
   torchvision's ImageNet AlexNet weights, which this machine cannot download: it is computed only
   when they are in the torch hub cache, otherwise reported as unavailable with the reason.
 - ``pose_error``: the SLAM-estimated camera path of a generated video against the requested one,
-  after a similarity (Umeyama) alignment of camera centres: rotation error in degrees and
-  translation error (RMSE of centres) in the requested trajectory's units.
+  after a similarity alignment (Umeyama on camera centres; the cameras' orientations where the
+  centres are nearly collinear) and as estimated: rotation error in degrees and translation error
+  (RMSE of centres) in the requested trajectory's units.
 - ``closed_loop``: on a trajectory that returns to its start (paper's closed-loop table), each
   returning frame is paired with the first-visit frame of nearest pose; PSNR_C is their PSNR and
   the matching accuracy the share of the first frame's SIFT keypoints (pycolmap) whose mutual
@@ -98,7 +99,12 @@ def umeyama(source: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Te
 
 @dataclass
 class PoseError:
-    """Camera-path error of the registered frames after similarity alignment."""
+    """Camera-path error of the registered frames: after a similarity alignment, and as estimated.
+
+    The aligned errors are the usual trajectory metric (they forgive one world rotation, shift and
+    scale). The ``world_*`` errors take the estimate as it is: the memory fixes the world frame and
+    its scale (frame 0 with depth), so a pose off in that frame is what misplaces fused points.
+    """
 
     num_frames: int
     num_registered: int
@@ -106,6 +112,39 @@ class PoseError:
     rotation_deg_max: float
     translation_rmse: float
     trajectory_extent: float
+    world_rotation_deg_mean: float = math.nan
+    world_centre_rmse: float = math.nan
+
+
+def _rotation_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    cos = (((a @ b.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    return torch.rad2deg(torch.arccos(cos))
+
+
+def _alignment(est: torch.Tensor, req: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Similarity taking the estimated path onto the requested one: centres and orientations together.
+
+    Umeyama on camera centres alone leaves the rotation about their line free when they are
+    (nearly) collinear, as a few frames of a short arc are, and then reports a roll of up to 180
+    degrees that no camera made. Here the rotation maximises the centres' correlation plus the
+    cameras' orientation agreement (``est_r R^T ~ req_r``, so ``R^T ~ est_r^T req_r``), each
+    term about 1 per frame at a perfect fit; scale and shift then follow from the centres.
+    """
+    est_c, req_c = camera_centres(est), camera_centres(req)
+    xs, xd = est_c - est_c.mean(0), req_c - req_c.mean(0)
+    norm = float((xs.pow(2).sum() * xd.pow(2).sum()).sqrt())
+    cross = xd.T @ xs * (len(est) / norm) if norm > 1e-18 else torch.zeros(3, 3, dtype=torch.float64)
+    # Orientation term: sum_i tr(R est_r_i^T req_r_i) / 3 = <R, sum_i req_r_i^T est_r_i> / 3.
+    cross = cross + (req[:, :3, :3].transpose(1, 2) @ est[:, :3, :3]).sum(0) / 3
+    u, _, vt = torch.linalg.svd(cross)
+    sign = torch.eye(3, dtype=torch.float64)
+    if torch.det(u @ vt) < 0:
+        sign[2, 2] = -1
+    rot = u @ sign @ vt
+    turned = xs @ rot.T
+    var = float(turned.pow(2).sum())
+    scale = max(float((turned * xd).sum()) / var, 0.0) if var > 1e-18 else 1.0
+    return scale, rot, req_c.mean(0) - scale * rot @ est_c.mean(0)
 
 
 def pose_error(
@@ -124,18 +163,16 @@ def pose_error(
         return PoseError(n, count, math.nan, math.nan, math.nan, extent)
     est, req = estimated_w2c[reg].double(), requested_w2c[reg].double()
     est_c, req_c = camera_centres(est), camera_centres(req)
-    if (est_c - est_c.mean(0)).norm(dim=-1).max() < 1e-9:
-        scale, rot, shift = 1.0, torch.eye(3, dtype=torch.float64), req_c.mean(0) - est_c.mean(0)
-    else:
-        scale, rot, shift = umeyama(est_c, req_c)
+    scale, rot, shift = _alignment(est, req)
     aligned_c = scale * est_c @ rot.T + shift
     # A world rotation R maps camera rotations R_cw -> R_cw R^T.
-    aligned_r = est[:, :3, :3] @ rot.T
-    rel = aligned_r @ req[:, :3, :3].transpose(1, 2)
-    cos = ((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
-    angles = torch.rad2deg(torch.arccos(cos))
+    angles = _rotation_angles(est[:, :3, :3] @ rot.T, req[:, :3, :3])
     rmse = float((aligned_c - req_c).pow(2).sum(-1).mean().sqrt())
-    return PoseError(n, count, float(angles.mean()), float(angles.max()), rmse, extent)
+    world = _rotation_angles(est[:, :3, :3], req[:, :3, :3])
+    world_rmse = float((est_c - req_c).pow(2).sum(-1).mean().sqrt())
+    return PoseError(
+        n, count, float(angles.mean()), float(angles.max()), rmse, extent, float(world.mean()), world_rmse
+    )
 
 
 # ---------------------------------------------------------------------------- closed loop

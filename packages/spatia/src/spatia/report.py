@@ -36,6 +36,18 @@ def verdict(summary: dict) -> str:
     return f"no clear effect: best with-memory PSNR_C {diff:+.2f} dB against no memory, within the seed spread {spread:.2f}"
 
 
+def _world_error(poses: list[dict]) -> str:
+    """The unaligned error, in the memory's own frame (older results files lack it)."""
+    world = [p for p in poses if math.isfinite(p.get("world_rotation_deg_mean", math.nan))]
+    if not world:
+        return ""
+    return (
+        f"; as estimated, in the memory's frame (no alignment: the memory fixes frame and scale), "
+        f"{_mean([p['world_rotation_deg_mean'] for p in world]):.2f} degrees and "
+        f"{_mean([p['world_centre_rmse'] for p in world]):.3f} units"
+    )
+
+
 def write_report(results: dict, path: str | Path) -> Path:
     """Markdown report of one reproduce run."""
     cfg, summary, t = results["config"], results["summary"], results["timings"]
@@ -93,6 +105,7 @@ def write_report(results: dict, path: str | Path) -> Path:
             f"frame {max(p['rotation_deg_max'] for p in scored):.2f}) and {_mean([p['translation_rmse'] for p in scored]):.3f} "
             f"units RMSE of the camera centres (trajectory extent {_mean([p['trajectory_extent'] for p in scored]):.3f}), "
             "after a similarity alignment"
+            + _world_error(scored)
             if scored
             else "no video has the 3 registered frames a pose error needs"
         )
