@@ -118,7 +118,10 @@ def test_summary_and_verdict_follow_the_seed_spread(tmp_path):
     assert "in the memory's frame" not in text  # results written before the unaligned error existed
     runs[1]["metrics"]["pose_error"] |= {"world_rotation_deg_mean": 4.0, "world_centre_rmse": 0.1}
     text = write_report(results, tmp_path / "report.md").read_text()
-    assert "in the memory's frame (no alignment: the memory fixes frame and scale), 4.00 degrees and 0.100" in text
+    assert (
+        "in the memory's frame (no alignment: the memory fixes frame and scale), 4.00 degrees and 0.100"
+        in text
+    )
 
 
 @pytest.mark.slow

@@ -104,8 +104,7 @@ def write_report(results: dict, path: str | Path) -> Path:
             f"requested one by {_mean([p['rotation_deg_mean'] for p in scored]):.2f} degrees on average (worst "
             f"frame {max(p['rotation_deg_max'] for p in scored):.2f}) and {_mean([p['translation_rmse'] for p in scored]):.3f} "
             f"units RMSE of the camera centres (trajectory extent {_mean([p['trajectory_extent'] for p in scored]):.3f}), "
-            "after a similarity alignment"
-            + _world_error(scored)
+            "after a similarity alignment" + _world_error(scored)
             if scored
             else "no video has the 3 registered frames a pose error needs"
         )
