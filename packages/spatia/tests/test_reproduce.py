@@ -153,12 +153,12 @@ def test_reproduce_end_to_end_writes_results_report_video_and_sheet(tmp_path):
 
 @pytest.mark.slow
 def test_default_reproduce_memory_raises_revisit_psnr_and_the_wrong_room_does_not(tmp_path):
-    """``make train-spatia``'s CPU default (about 22 minutes here): memory lifts PSNR_C and the frames'
+    """``make train-spatia``'s CPU default (about 17 minutes here): memory lifts PSNR_C and the frames'
     agreement with the ground truth; another room's memory does not.
 
-    Measured (README): no memory about 13.8 dB PSNR_C, memory 19.2-19.3 dB at K = 1 / 3 / 7, wrong room
-    about 13.1 dB (3 rooms x 2 seeds, seed spread below 1.7 dB). The margins asserted are well inside
-    those gaps.
+    Measured (README): no memory 13.8 dB PSNR_C and 13.3 dB vs GT, memory 18.8-18.9 dB and 17.1 dB at
+    K = 1 / 3 / 7, wrong room 13.6 dB and 10.6 dB (3 rooms x 2 seeds, seed spread below 1.3 dB on PSNR_C).
+    The margins asserted are well inside those gaps.
     """
     from spatia.reproduce import reproduce, tiny_reproduce
 

