@@ -37,6 +37,29 @@ def test_autoencoder_rooms_must_match_the_training_rooms(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing started, nothing written
 
 
+def test_from_run_reuses_the_exports_and_reads_every_stage_time(tmp_path):
+    from spatia.reproduce import reuse_training
+
+    run = tmp_path / "run"
+    for stage, seconds in (("stage0", 40.0), ("stage1", 30.0), ("stage2", 20.0)):
+        (run / stage).mkdir(parents=True)
+        (run / stage / "metrics.jsonl").write_text(
+            json.dumps({"step": 0, "time": 100.0})
+            + "\n"
+            + json.dumps({"step": 9, "time": 100.0 + seconds})
+            + "\n"
+        )
+    with pytest.raises(FileNotFoundError, match="stages finished"):
+        reuse_training(run)
+    (run / "stage1" / "export" / "transformer").mkdir(parents=True)
+    (run / "stage2" / "export" / "lora").mkdir(parents=True)
+    transformer, lora, timings = reuse_training(run)
+    assert transformer.name == "transformer" and lora.name == "lora"
+    assert timings == {"reused_from": str(run), "stage0_s": 40.0, "stage1_s": 30.0, "stage2_s": 20.0}
+    (run / "stage0" / "metrics.jsonl").unlink()  # a run without stage 0 (the paper preset)
+    assert "stage0_s" not in reuse_training(run)[2]
+
+
 def test_eval_scene_loop_returns_to_its_start():
     cfg = ReproduceConfig()
     scene = eval_scene(1000, cfg, 13)

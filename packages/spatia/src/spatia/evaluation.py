@@ -5,9 +5,9 @@
   torchvision's ImageNet AlexNet weights, which this machine cannot download: it is computed only
   when they are in the torch hub cache, otherwise reported as unavailable with the reason.
 - ``pose_error``: the SLAM-estimated camera path of a generated video against the requested one,
-  after a similarity alignment (Umeyama on camera centres; the cameras' orientations where the
-  centres are nearly collinear) and as estimated: rotation error in degrees and translation error
-  (RMSE of centres) in the requested trajectory's units.
+  after a similarity alignment (rotation from the cameras' orientations, scale and shift from their
+  centres; ``slam.similarity_from_poses``), and as estimated: rotation error in degrees and translation error (RMSE of centres) in the requested
+  trajectory's units.
 - ``closed_loop``: on a trajectory that returns to its start (paper's closed-loop table), each
   returning frame is paired with the first-visit frame of nearest pose; PSNR_C is their PSNR and
   the matching accuracy the share of the first frame's SIFT keypoints (pycolmap) whose mutual
@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from spatia.slam import pose_errors, similarity_from_poses, transform_w2c
 
 #: torchvision's ImageNet AlexNet (the LPIPS backbone); torchmetrics ships the LPIPS linear layers itself.
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
@@ -81,22 +83,6 @@ def camera_centres(w2c: torch.Tensor) -> torch.Tensor:
     return -(w2c[:, :3, :3].transpose(1, 2) @ w2c[:, :3, 3:])[..., 0]
 
 
-def umeyama(source: torch.Tensor, target: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Similarity ``(s, R, t)`` minimising ``|s R source + t - target|^2`` over ``(N, 3)`` point pairs."""
-    src, dst = source.double(), target.double()
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / src.shape[0]
-    u, d, vt = torch.linalg.svd(cov)
-    sign = torch.eye(3, dtype=torch.float64)
-    if torch.det(u) * torch.det(vt) < 0:
-        sign[2, 2] = -1
-    rot = u @ sign @ vt
-    var = xs.pow(2).sum() / src.shape[0]
-    scale = float((d * sign.diagonal()).sum() / var) if var > 0 else 1.0
-    return scale, rot, mu_d - scale * rot @ mu_s
-
-
 @dataclass
 class PoseError:
     """Camera-path error of the registered frames: after a similarity alignment, and as estimated.
@@ -116,37 +102,6 @@ class PoseError:
     world_centre_rmse: float = math.nan
 
 
-def _rotation_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    cos = (((a @ b.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
-    return torch.rad2deg(torch.arccos(cos))
-
-
-def _alignment(est: torch.Tensor, req: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Similarity taking the estimated path onto the requested one: centres and orientations together.
-
-    Umeyama on camera centres alone leaves the rotation about their line free when they are
-    (nearly) collinear, as a few frames of a short arc are, and then reports a roll of up to 180
-    degrees that no camera made. Here the rotation maximises the centres' correlation plus the
-    cameras' orientation agreement (``est_r R^T ~ req_r``, so ``R^T ~ est_r^T req_r``), each
-    term about 1 per frame at a perfect fit; scale and shift then follow from the centres.
-    """
-    est_c, req_c = camera_centres(est), camera_centres(req)
-    xs, xd = est_c - est_c.mean(0), req_c - req_c.mean(0)
-    norm = float((xs.pow(2).sum() * xd.pow(2).sum()).sqrt())
-    cross = xd.T @ xs * (len(est) / norm) if norm > 1e-18 else torch.zeros(3, 3, dtype=torch.float64)
-    # Orientation term: sum_i tr(R est_r_i^T req_r_i) / 3 = <R, sum_i req_r_i^T est_r_i> / 3.
-    cross = cross + (req[:, :3, :3].transpose(1, 2) @ est[:, :3, :3]).sum(0) / 3
-    u, _, vt = torch.linalg.svd(cross)
-    sign = torch.eye(3, dtype=torch.float64)
-    if torch.det(u @ vt) < 0:
-        sign[2, 2] = -1
-    rot = u @ sign @ vt
-    turned = xs @ rot.T
-    var = float(turned.pow(2).sum())
-    scale = max(float((turned * xd).sum()) / var, 0.0) if var > 1e-18 else 1.0
-    return scale, rot, req_c.mean(0) - scale * rot @ est_c.mean(0)
-
-
 def pose_error(
     estimated_w2c: torch.Tensor, requested_w2c: torch.Tensor, registered: torch.Tensor | None = None
 ) -> PoseError:
@@ -162,16 +117,20 @@ def pose_error(
     if count < 3:
         return PoseError(n, count, math.nan, math.nan, math.nan, extent)
     est, req = estimated_w2c[reg].double(), requested_w2c[reg].double()
-    est_c, req_c = camera_centres(est), camera_centres(req)
-    scale, rot, shift = _alignment(est, req)
-    aligned_c = scale * est_c @ rot.T + shift
-    # A world rotation R maps camera rotations R_cw -> R_cw R^T.
-    angles = _rotation_angles(est[:, :3, :3] @ rot.T, req[:, :3, :3])
-    rmse = float((aligned_c - req_c).pow(2).sum(-1).mean().sqrt())
-    world = _rotation_angles(est[:, :3, :3], req[:, :3, :3])
-    world_rmse = float((est_c - req_c).pow(2).sum(-1).mean().sqrt())
+    # The rotation comes from the cameras' orientations: centre-only Umeyama leaves the roll about a
+    # (nearly) straight run of centres free, and a few frames of a short arc read rolls up to 180 degrees.
+    aligned = transform_w2c(est, *similarity_from_poses(est, req))
+    angles, centres = pose_errors(aligned, req)
+    world, world_centres = pose_errors(est, req)
     return PoseError(
-        n, count, float(angles.mean()), float(angles.max()), rmse, extent, float(world.mean()), world_rmse
+        n,
+        count,
+        float(angles.mean()),
+        float(angles.max()),
+        float(centres.pow(2).mean().sqrt()),
+        extent,
+        float(world.mean()),
+        float(world_centres.pow(2).mean().sqrt()),
     )
 
 

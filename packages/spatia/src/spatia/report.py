@@ -64,7 +64,7 @@ def write_report(results: dict, path: str | Path) -> Path:
         "",
         ae_line,
         f"Stage 0 (pretraining the random tiny main network; not in the paper) {cfg.get('stage0_iterations', 0)} "
-        f"steps ({t.get('stage0_s', 0):.0f} s).",
+        f"steps ({t.get('stage0_s', math.nan):.0f} s).",
         f"Tiny model: stage 1 {cfg['stage1_iterations']} steps, stage 2 {cfg['stage2_iterations']} steps on "
         f"{cfg['train']['data']['num_scenes']} procedural rooms at {cfg['train']['data']['height']}x"
         f"{cfg['train']['data']['width']}; evaluation on held-out rooms {list(cfg['eval_scenes'])}, loop trajectory "

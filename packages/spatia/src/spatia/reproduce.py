@@ -199,7 +199,9 @@ def reuse_training(run: Path) -> tuple[Path, Path, dict]:
     from latentforge.runs import read_metrics
 
     timings: dict = {"reused_from": str(run)}
-    for stage in ("stage1", "stage2"):
+    # Stage 0 is optional (the paper preset starts from pretrained weights); stages 1 and 2 are not.
+    stages = ("stage0",) * (run / "stage0" / "metrics.jsonl").is_file() + ("stage1", "stage2")
+    for stage in stages:
         records = read_metrics(run / stage)
         timings[f"{stage}_s"] = records[-1]["time"] - records[0]["time"] if records else math.nan
     return transformer_dir, lora_dir, timings
