@@ -9,7 +9,13 @@ import torch
 from internal_rl import compile_rl, discovery, pretrain, rl, supervised
 from internal_rl.pretrain import DataConfig
 from internal_rl.report import plot_beta, plot_rate_distortion, plot_success_curves, write_report
-from internal_rl.reproduce import ReproduceConfig, diagnose, figures_reproduced, reproduce
+from internal_rl.reproduce import (
+    ReproduceConfig,
+    diagnose,
+    figures_reproduced,
+    positive_control_verdict,
+    reproduce,
+)
 
 
 def test_report_and_diagnosis_from_measured_numbers(tmp_path):
@@ -114,6 +120,14 @@ def test_report_and_diagnosis_from_measured_numbers(tmp_path):
     ]
     plot_rate_distortion(rd, 2.0, tmp_path / "rd.png")
     assert (tmp_path / "rd.png").stat().st_size > 1000
+
+
+def test_positive_control_verdict_tells_missing_discovery_from_a_match_and_a_failure():
+    # measured on small6 (session 10 / session 12): control 0.658 vs internal RL 0.129, then 0.659 vs 0.653
+    assert "what is missing here is discovery" in positive_control_verdict(0.658, 0.129)
+    assert "as well as the true subgoal labels" in positive_control_verdict(0.659, 0.653)
+    assert "as well as the true subgoal labels" in positive_control_verdict(0.5, 0.7)
+    assert "does not solve the task" in positive_control_verdict(0.05, 0.0)
 
 
 def _tiny_reproduce_config(tmp_path, **overrides) -> ReproduceConfig:
