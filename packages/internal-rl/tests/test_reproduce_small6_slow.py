@@ -1,10 +1,11 @@
-"""Slow: ``make train-internal-rl``'s default, ``internal-rl reproduce --config small6`` (about 16 minutes
+"""Slow: ``make train-internal-rl``'s default, ``internal-rl reproduce --config small6`` (about 22 minutes
 on 2 cores, pretraining included).
 
-Six colours on fixed cells, a first policy N(0, 4^2 I) and batches of 1024 episodes: internal RL over the
-discovered codes learns the held-out task 0-1-2-3, whose transitions pretraining never shows, while
-raw-action RL, forced switching, the co-trained metacontroller and CompILE never get a success to learn from
-(README, "Sixth search"). The switch count falls with alpha only past 0.3 (README: no plateau at the true
+Six colours on fixed cells, a first policy N(0, 4^2 I), batches of 1024 episodes and 8 PPO epochs per batch:
+internal RL over the discovered codes learns the held-out task 0-1-2-3, whose transitions pretraining never
+shows, as well as RL over the label-driven codes does. Raw-action RL never gets a success to learn from, the
+co-trained metacontroller and CompILE barely move, and forced switching learns far less (README, "Sixth search"
+and "Seventh search"). The switch count falls with alpha only past 0.3 (README: no plateau at the true
 count), which the Fig. 7 row of the report states and this test asserts as the report's verdict.
 """
 
@@ -37,12 +38,15 @@ def test_small6_internal_rl_learns_the_held_out_task_and_the_baselines_do_not(tm
     def final(method: str) -> list[float]:
         return [m["final_success"] for m in results["rl"][method]["metrics"]]
 
-    # Fig. 8 (measured: internal RL 0.267 / 0.000 / 0.129 after 153,600 episodes each; every baseline run
-    # 0.000-0.001): two of three internal-RL runs learn, no baseline run does
+    # Fig. 8 (measured: internal RL 0.653 / 0.000 / 0.791 after 153,600 episodes each; forced switching
+    # 0.328 / 0.000 / 0.155; co-training and CompILE at most 0.017; raw-action RL 0.000): two of three
+    # internal-RL runs learn, forced switching far less, the other baselines not at all
     internal = final("internal-rl")
-    assert len(internal) == 3 and sorted(internal)[1] > 0.1
-    for baseline in ("raw-action", "forced-switch", "cotrained", "compile"):
-        assert max(final(baseline)) < 0.01, baseline
+    assert len(internal) == 3 and sorted(internal)[1] > 0.5
+    assert statistics.median(final("forced-switch")) < statistics.median(internal) - 0.3
+    assert max(final("raw-action")) < 0.01
+    for baseline in ("cotrained", "compile"):
+        assert max(final(baseline)) < 0.05, baseline
     # the label-driven control reaches its ceiling in the same budget
     assert statistics.median(final("subgoal-codes")) > 0.5 * sup["posttrain/true_success"]
     verdicts = {r["figure"]: r["reproduced"] for r in results["figures_reproduced"]}

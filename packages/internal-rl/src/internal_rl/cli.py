@@ -120,9 +120,9 @@ def reproduce(
         str,
         tyro.conf.arg(
             help="preset: small6 (CPU default: the 5 x 5 grid with six colours on fixed cells, where internal RL "
-            "learns the held-out task and the baselines do not), small (four colours drawn anew per episode), tiny "
-            "(7 x 7 grid, CPU wiring check), paper (7 x 7 grid, the paper's GPU settings), tiny-ant (ant, CPU smoke "
-            "run) or paper-ant (ant, GPU settings)"
+            "learns the held-out task and the baselines learn far less or not at all), small (four colours drawn "
+            "anew per episode), tiny (7 x 7 grid, CPU wiring check), paper (7 x 7 grid, the paper's GPU "
+            "settings), tiny-ant (ant, CPU smoke run) or paper-ant (ant, GPU settings)"
         ),
     ] = "small6",
     base_run: Path | None = None,

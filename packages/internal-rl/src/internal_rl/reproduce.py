@@ -164,11 +164,11 @@ def small_config() -> ReproduceConfig:
 
 
 def small6_config() -> ReproduceConfig:
-    """CPU default (``make train-internal-rl``): the small grid where internal RL learns the held-out task and
-    every baseline stays at 0. Six colours on fixed cells (``small6-fixed``), a first policy N(0, 4^2 I) and
-    the paper's batch of 1024 episodes (README: "Sixth search"), 150 iterations per RL run, each batch used
-    for 8 PPO epochs at lr 3e-3 (README: "Seventh search": at 2 epochs and 1e-3 the policy moved so little per
-    batch that internal RL took off in 2 of 3 runs only late). The alpha sweep
+    """CPU default (``make train-internal-rl``): the small grid where internal RL learns the held-out task,
+    raw-action RL never succeeds and forced switching learns later and less. Six colours on fixed cells
+    (``small6-fixed``), a first policy N(0, 4^2 I) and the paper's batch of 1024 episodes (README: "Sixth
+    search"), 150 iterations per RL run. Each batch is used for 8 PPO epochs at lr 3e-3 (README: "Seventh
+    search"): at the ``small`` preset's 2 epochs and lr 1e-3 a batch barely moved the policy. The alpha sweep
     reaches 1.0, the top of the paper's grid: on this grid the switch count stays near 5 up to alpha 0.3.
     Every other setting, alpha 0.1 included, is the ``small`` preset's."""
     return ReproduceConfig(
