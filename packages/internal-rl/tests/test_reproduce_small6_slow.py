@@ -21,7 +21,7 @@ from internal_rl.reproduce import small6_config
 
 
 @pytest.mark.slow
-def test_small6_internal_rl_learns_the_held_out_task_and_the_baselines_do_not(tmp_path):
+def test_small6_internal_rl_learns_the_held_out_task_and_outlearns_the_baselines(tmp_path):
     from internal_rl.reproduce import reproduce
 
     run_dir = reproduce(dataclasses.replace(small6_config(), run_root=tmp_path))

@@ -639,13 +639,19 @@ def _final_success(rl: dict[str, Any], name: str) -> float:
 def positive_control_verdict(control: float, ours: float, margin: float = 0.1) -> str:
     """What the positive control (RL over the label-driven codes) says of internal RL's final success."""
     if control > ours + margin:
-        return "RL at the abstract timescale solves the task once the codes name subgoals, so what is missing here is discovery."
+        return (
+            "RL at the abstract timescale solves the task once the codes name subgoals, so what is missing here "
+            "is discovery."
+        )
     if control > margin:
         return (
-            "internal RL over the discovered codes comes within "
-            f"{margin} of it, so discovery supplies codes that serve RL as well as the true subgoal labels."
+            f"internal RL over the discovered codes ends within {margin} of it or above it, so discovery "
+            "supplies codes that serve RL as well as the true subgoal labels."
         )
-    return "RL at the abstract timescale does not solve the task even over codes that name subgoals within this budget."
+    return (
+        "RL at the abstract timescale does not solve the task even over codes that name subgoals within this "
+        "budget."
+    )
 
 
 def figures_reproduced(results: dict[str, Any]) -> list[dict[str, str]]:
